@@ -1,0 +1,28 @@
+# Setup, demo and tests. `make demo` and `make test` set everything up first (CPU-only, offline models).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# Train the tiny LDLM on the built-in Shakespeare corpus, then sample and print.
+demo: setup
+	$(BIN)/ldlm train --config configs/tiny.yaml --out runs/demo --resume
+	$(BIN)/ldlm sample --ckpt runs/demo --num 64 --steps 50 --out runs/demo/samples.jsonl --show 12
+
+test: setup
+	$(BIN)/python -m pytest -q -x
+
+clean:
+	rm -rf runs cache

