@@ -126,5 +126,33 @@ class TimestepEmbedding(nn.Module):
         return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
 
 
+class TokenTransformer(nn.Module):
+    """The baselines' network (AR causal, MDLM bidirectional): token embedding + learned positions,
+    pre-norm `Block`s, a final norm, and an output head tied to the embedding (at small width the
+    30k-row embedding is most of the parameter budget, so it is stored once)."""
+
+    def __init__(self, vocab: int, max_len: int, width: int, layers: int, heads: int, mlp_ratio: int = 4,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, width)
+        self.pos = nn.Parameter(torch.zeros(max_len, width))
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout=dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        nn.init.normal_(self.tok.weight, std=0.02)
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, ids, causal: bool = False, caches: list[KVCache] | None = None, start: int = 0):
+        """ids [B, T] at positions start..start+T-1 -> hidden states [B, T, W] (see `logits`)."""
+        x = self.drop(self.tok(ids) + self.pos[start:start + ids.shape[1]])
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, causal=causal, cache=None if caches is None else caches[i])
+        return self.norm(x)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states [..., W] -> token logits [..., V] (float32) through the tied embedding."""
+        return F.linear(h, self.tok.weight).float()
+
+
 def count_params(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,10 +1,11 @@
 """Registry of generative models behind the common trainer: `build(cfg, tokenizer)`."""
 from __future__ import annotations
 
+from .ar import AR
 from .base import Algorithm, ids_to_text
 from .ldlm import LDLM
 
-ALGORITHMS: dict[str, type[Algorithm]] = {"ldlm": LDLM}
+ALGORITHMS: dict[str, type[Algorithm]] = {"ldlm": LDLM, "ar": AR}
 
 
 def build(cfg, tokenizer) -> Algorithm:
