@@ -50,6 +50,7 @@ class ModelConfig:
     # baselines (AR, MDLM) use these; LDLM ignores them
     width: int = 256  # baseline transformer width
     layers: int = 6  # baseline transformer blocks
+    mask_eps: float = 1e-3  # MDLM: training t ~ U(mask_eps, 1), away from the 1/t pole of the ELBO weight
 
 
 @dataclass
@@ -112,6 +113,7 @@ class SampleConfig:
     temperature: float = 1.0  # token temperature of the baselines (AR, MDLM)
     decode_temperature: float = 0.0  # LDLM token readout temperature (0 = argmax)
     top_p: float = 1.0  # nucleus sampling for the baselines
+    cache: bool = True  # MDLM: reuse the network output of rows that did not change in the previous step
     seed: int = 0  # sampling seed
 
 
@@ -285,6 +287,8 @@ def validate(cfg: Config) -> None:
                    ("model.dec_width", cfg.model.dec_width), ("model.width", cfg.model.width)):
         if w % cfg.model.heads:
             raise UserError(f"{key}={w} is not divisible by model.heads={cfg.model.heads}")
+    if not 0.0 < cfg.model.mask_eps < 1.0:
+        raise UserError(f"model.mask_eps={cfg.model.mask_eps} must be in (0, 1)")
     if not 0.0 <= cfg.recipe.t_min < 1.0:
         raise UserError(f"recipe.t_min={cfg.recipe.t_min} must be in [0, 1)")
 

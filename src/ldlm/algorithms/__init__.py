@@ -4,8 +4,9 @@ from __future__ import annotations
 from .ar import AR
 from .base import Algorithm, ids_to_text
 from .ldlm import LDLM
+from .mdlm import MDLM
 
-ALGORITHMS: dict[str, type[Algorithm]] = {"ldlm": LDLM, "ar": AR}
+ALGORITHMS: dict[str, type[Algorithm]] = {"ldlm": LDLM, "ar": AR, "mdlm": MDLM}
 
 
 def build(cfg, tokenizer) -> Algorithm:

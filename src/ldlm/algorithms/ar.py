@@ -39,14 +39,18 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(logits.shape[-1] - 1)
 
 
+def baseline_net(cfg: Config, vocab_size: int) -> TokenTransformer:
+    """The network of both baselines (AR causal, MDLM bidirectional), sized by `model.width/layers`."""
+    m = cfg.model
+    return TokenTransformer(vocab_size, cfg.data.seq_len, m.width, m.layers, m.heads, m.mlp_ratio, m.dropout)
+
+
 class AR(Algorithm):
     name = "ar"
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
-        m = cfg.model
-        self.net = TokenTransformer(self.vocab_size, cfg.data.seq_len, m.width, m.layers, m.heads, m.mlp_ratio,
-                                    m.dropout)
+        self.net = baseline_net(cfg, self.vocab_size)
         self.cls_id, self.sep_id, self.pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
 
     def _nll(self, ids, mask):
