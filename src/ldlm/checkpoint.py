@@ -184,3 +184,20 @@ def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], expecte
     """Load `tensors` into `module` after checking names and shapes against `expected`."""
     check_fits(tensors, expected, what)
     module.load_state_dict(tensors, strict=False)
+
+
+def latest_name(run_dir: Path) -> str | None:
+    """The checkpoint `latest` names, or None."""
+    try:
+        name = (Path(run_dir) / "latest").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return name if (Path(run_dir) / name).is_dir() else None
+
+
+def clean_stale(run_dir: Path) -> None:
+    """Remove temporary folders/files a killed writer left behind (never a finished checkpoint)."""
+    for p in Path(run_dir).glob(".*.tmp*"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    for p in Path(run_dir).glob(".ckpt-*.old*"):
+        shutil.rmtree(p, ignore_errors=True)

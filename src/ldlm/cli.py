@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # a TrainingInterrupted carries its message and 128 + signal number
+        print(f"error: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     return 0
 
 

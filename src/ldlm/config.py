@@ -26,6 +26,13 @@ class DataConfig:
     max_passages: int = 0  # use at most this many passages (0 = all); for quick runs and tests
     cache_dir: str = "cache"  # where frozen-LM features and tokenised corpora are cached
     cache_features: bool = True  # run the frozen LM once over the corpus and keep its features (fp16)
+    max_line_chars: int = 100000  # longest accepted corpus line/text (a longer one is an error, not a silent cut)
+    format: str = "passages"  # 'passages' (built-in/.txt/.jsonl, above), 'owt' (packed docs) or 'lm1b' (sentences)
+    hf_dataset: str = ""  # owt/lm1b: Hugging Face dataset id (e.g. Skylion007/openwebtext, lm1b); '' = local file data.corpus
+    tokenizer: str = ""  # owt/lm1b: '' = the model's tokenizer (model.lm), 'gpt2' = GPT-2 BPE (offline, baselines only)
+    packed: bool = False  # lm1b: pack sentences into full rows instead of padding each (owt is always packed)
+    valid_docs: int = 100000  # owt: the last this many documents are the validation split
+    num_proc: int = 0  # owt/lm1b: tokenisation processes (0 = all CPUs)
 
 
 @dataclass
@@ -101,6 +108,8 @@ class TrainConfig:
     save_every: int = 500  # steps between checkpoints (a final one is always written)
     keep_last: int = 2  # checkpoints kept on disk
     device: str = "auto"  # 'auto' (cuda if available), 'cpu' or 'cuda'
+    max_bad_steps: int = 5  # stop after this many consecutive steps with a non-finite loss (each is skipped)
+    compile: bool = False  # torch.compile the training forward (GPU; first steps are slow while it compiles)
 
 
 @dataclass
@@ -259,6 +268,8 @@ _CHOICES = {
     "recipe.timesteps": ("adaptive", "uniform"),
     "train.lr_decay": ("cosine", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
+    "data.format": ("passages", "owt", "lm1b"),
+    "data.tokenizer": ("", "gpt2"),
     "sample.solver": ("sde", "ode"),
 }
 

@@ -1,18 +1,35 @@
 """The training loop shared by every algorithm: AdamW with LR warmup and cosine decay, gradient
 clipping and accumulation, EMA weights, bf16 autocast, a progress bar, a JSONL metrics log,
-periodic validation, atomic checkpoints and exact resume."""
+periodic validation, atomic checkpoints and exact resume; DDP under torchrun.
+
+Reproducibility. Every micro-batch reseeds torch's global RNG from (train.seed, step, j), where
+j = rank * grad_accum + micro is the micro-batch's index in the global batch, and takes rows
+[j*B, (j+1)*B) of the step's global batch (one shuffled permutation per epoch, the same on every
+rank). So all noise (timesteps, diffusion noise, the self-conditioning coin, dropout) and all data
+are functions of the step: a resumed run repeats the uninterrupted one exactly, every rank draws
+its own noise, and 2 processes x batch B see the same micro-batches as 1 process x batch B x 2
+accumulation steps. Checkpoints still carry the RNG states, for code that draws outside steps.
+
+Faults. A step whose loss or gradient is non-finite on any rank is skipped on every rank (no
+update, the algorithm's extra state and buffers restored) and logged; `train.max_bad_steps` in a
+row stop the run with the last good checkpoint untouched. SIGTERM/SIGINT finish the current step,
+save a checkpoint and exit (128 + signal number); a second Ctrl-C exits at once.
+"""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ck
+from . import distributed as du
 from .algorithms import Algorithm, build
 from .blocks import count_params
 from .config import Config
@@ -21,12 +38,25 @@ from .errors import UserError
 from .frozen_lm import load_tokenizer
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+
+
+def micro_seed(seed: int, step: int, j: int) -> int:
+    """Seed of micro-batch j (index in the global batch) of optimizer step `step`."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}/{step}/{j}".encode(), digest_size=8).digest(), "little") >> 1
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM/SIGINT: a checkpoint was saved; the CLI prints the message and exits 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 def lr_at(step: int, tc) -> float:
@@ -86,7 +116,15 @@ def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
 
 
 def setup_model(cfg: Config, device: torch.device) -> Algorithm:
-    tokenizer = load_tokenizer(cfg.model.lm)
+    if cfg.data.tokenizer == "gpt2":
+        if cfg.algo == "ldlm":
+            raise UserError("LDLM tokenises with its frozen LM's own tokenizer; leave data.tokenizer empty "
+                            "(data.tokenizer=gpt2 is for the AR/MDLM baselines)")
+        from .hubdata import gpt2_tokenizer
+
+        tokenizer = gpt2_tokenizer()
+    else:
+        tokenizer = load_tokenizer(cfg.model.lm)
     model = build(cfg, tokenizer).to(device)
     return model
 
@@ -94,11 +132,13 @@ def setup_model(cfg: Config, device: torch.device) -> Algorithm:
 class Trainer:
     def __init__(self, cfg: Config, out_dir: str, resume: bool = False, quiet: bool = False):
         self.cfg, self.out = cfg, Path(out_dir)
-        self.quiet = quiet or os.environ.get("LDLM_QUIET") == "1"
         tc = cfg.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        self.device = pick_device(tc.device)
+        want = tc.device if tc.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dist = du.init(want)
+        self.quiet = quiet or os.environ.get("LDLM_QUIET") == "1" or not self.dist.main
+        self.device = pick_device(tc.device, self.dist.local_rank)
         self.resume_from = None
         if self.out.exists() and any(self.out.glob("ckpt-*")):
             if not resume:
@@ -107,24 +147,50 @@ class Trainer:
             self.resume_from = ck.resolve_checkpoint(self.out)
         torch.manual_seed(tc.seed)
         self.model = setup_model(cfg, self.device)
-        self.corpus = build_corpus(cfg.data, self.model.tokenizer, cfg.model.lm)
+        # rank 0 first: it builds (and caches) tokenised data and features; the others then read the caches
+        if not self.dist.main:
+            du.barrier(self.dist)
+        self.corpus = self._build_corpus()
         self.model.prepare(self.corpus, self.device)
+        if self.dist.main:
+            du.barrier(self.dist)
         self.opt = make_optimizer(self.model, tc)
         self.ema = EMA(self.model, tc.ema)
-        self.batches = BatchIterator(len(self.corpus.train), tc.batch_size, tc.seed)
+        self.micro = tc.batch_size
+        self.global_batch = tc.batch_size * tc.grad_accum * self.dist.world_size
+        # one global batch per optimizer step, identical on every rank; each rank takes its slices
+        self.batches = BatchIterator(len(self.corpus.train), self.global_batch, tc.seed)
         self.step = 0
         if self.resume_from is not None:
             self._load(self.resume_from)
+        self.wrapped: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.wrapped = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.fwd = torch.compile(self.wrapped) if tc.compile else self.wrapped
         self.log_file = None
+        self._signal: int | None = None
+        self.bad_in_a_row = 0
+
+    def _build_corpus(self):
+        if self.cfg.data.format != "passages":
+            from .hubdata import build_hub_corpus
+
+            return build_hub_corpus(self.cfg.data, self.model.tokenizer)
+        return build_corpus(self.cfg.data, self.model.tokenizer, self.cfg.model.lm)
 
     # -- checkpoints ----------------------------------------------------------------------
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        if not self.dist.main:
+            return None
         opt_tensors, opt_scalars = ck.flatten_optimizer(self.opt.state_dict())
         train_tensors = {**opt_tensors, **{f"extra.{k}": v for k, v in self.model.extra_state().items()},
                          "rng.cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             train_tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        state = {"optimizer": opt_scalars, "data": self.batches.state_dict(), "algo": self.cfg.algo}
+        state = {"optimizer": opt_scalars, "data": self.batches.state_dict(), "algo": self.cfg.algo,
+                 "global_batch": self.global_batch, "world_size": self.dist.world_size}
         return ck.save_checkpoint(self.out, self.step, self.cfg, self.model.trainable_state(),
                                   {f"{k}": v for k, v in self.ema.params.items()}, train_tensors, state,
                                   self.cfg.train.keep_last)
@@ -137,19 +203,44 @@ class Trainer:
         self.ema.params = {k: v.float().to(self.device) for k, v in ema.items()}
         tt = ck.load_tensors(path / "train.safetensors")
         st = ck.load_state_json(path)
-        self.opt.load_state_dict(ck.unflatten_optimizer({k: v for k, v in tt.items() if k.startswith("optim.")},
-                                                        st["optimizer"]))
+        try:
+            self.opt.load_state_dict(ck.unflatten_optimizer(
+                {k: v for k, v in tt.items() if k.startswith("optim.")}, st["optimizer"]))
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise UserError(f"checkpoint '{path}' optimizer state does not fit this model ({str(e)[:100]}); "
+                            f"it was made with another config") from None
         self.model.load_extra_state({k[len("extra."):]: v for k, v in tt.items() if k.startswith("extra.")})
         torch.set_rng_state(tt["rng.cpu"])
         if "rng.cuda" in tt and torch.cuda.is_available():
             torch.cuda.set_rng_state(tt["rng.cuda"])
+        gb = st.get("global_batch", self.global_batch)
+        if gb != self.global_batch:
+            raise UserError(f"checkpoint '{path}' was trained with a global batch of {gb} sequences, this run has "
+                            f"{self.global_batch} (batch_size x processes x grad_accum); keep the global batch "
+                            f"to resume exactly")
         self.batches.load_state_dict(st["data"])
         self.step = int(st["step"])
 
     # -- logging --------------------------------------------------------------------------
     def log(self, record: dict) -> None:
-        self.log_file.write(json.dumps(record) + "\n")
-        self.log_file.flush()
+        if self.log_file is not None:
+            self.log_file.write(json.dumps(record) + "\n")
+            self.log_file.flush()
+
+    def _open_log(self) -> None:
+        path = self.out / "metrics.jsonl"
+        if self.resume_from is not None and path.exists():
+            # drop what was logged after the checkpoint we resume from: those steps are redone
+            keep = []
+            for ln in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(ln)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                if "event" in rec or rec.get("step", 0) <= self.step:
+                    keep.append(ln)
+            ck.write_text_atomic(path, "".join(k + "\n" for k in keep))
+        self.log_file = open(path, "a", encoding="utf-8")
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -174,64 +265,177 @@ class Trainer:
         self.model.train()
         return {k: v / max(1, batches) for k, v in sums.items()}
 
+    # -- signals --------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self._signal = signum
+
+    @contextlib.contextmanager
+    def _signals(self):
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                old[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+        try:
+            yield
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    # -- one optimizer step ---------------------------------------------------------------
+    def _step(self) -> tuple[dict, float, bool]:
+        """Forward/backward over this rank's micro-batches, then (unless non-finite) an update.
+        Returns (mean logs of this rank, grad norm, skipped)."""
+        tc = self.cfg.train
+        rank, A, B = self.dist.rank, tc.grad_accum, self.micro
+        rows = self.batches.next()
+        extra_before = {k: v.clone() for k, v in self.model.extra_state().items()}
+        buffers_before = {n: b.clone() for n, b in self.model.named_buffers() if not n.startswith("frozen.lm.")}
+        acc: dict[str, float] = {}
+        finite = True
+        for m in range(A):
+            j = rank * A + m
+            torch.manual_seed(micro_seed(tc.seed, self.step, j))
+            batch = self.model.get_batch("train", rows[j * B:(j + 1) * B], self.device)
+            sync = self.dist.enabled and m < A - 1
+            with (self.wrapped.no_sync() if sync else contextlib.nullcontext()):
+                try:
+                    with autocast(self.device, tc.bf16):
+                        loss, logs = self.fwd(batch, self.step)
+                    (loss / A).backward()
+                except torch.OutOfMemoryError:
+                    raise UserError(
+                        f"out of {self.device.type.upper()} memory at step {self.step} with train.batch_size={B} "
+                        f"sequences of {self.cfg.data.seq_len} tokens per process (grad_accum={A}); lower "
+                        f"train.batch_size and raise train.grad_accum to keep the global batch") from None
+            lv = float(loss.detach())
+            finite = finite and math.isfinite(lv)
+            for k, v in logs.items():
+                acc[k] = acc.get(k, 0.0) + v / A
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
+        finite = finite and bool(torch.isfinite(gnorm))
+        flags = torch.tensor([0.0 if finite else 1.0, 1.0 if self._signal is not None else 0.0],
+                             device=self.device)
+        du.all_reduce_(flags, self.dist, "max")
+        skipped = bool(flags[0] > 0)
+        if flags[1] > 0 and self._signal is None:
+            self._signal = signal.SIGTERM  # another rank was signalled: stop together
+        if skipped:
+            self.opt.zero_grad(set_to_none=True)
+            self.model.load_extra_state(extra_before)
+            with torch.no_grad():
+                for n, b in self.model.named_buffers():
+                    if n in buffers_before:
+                        b.copy_(buffers_before[n])
+        else:
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.ema.update(self.model)
+            if self.dist.enabled:  # e.g. the adaptive timestep sampler: identical on every rank
+                extra = self.model.extra_state()
+                if extra:
+                    self.model.load_extra_state(du.average_state_(extra, self.dist))
+        return acc, float(gnorm), skipped
+
     # -- the loop -------------------------------------------------------------------------
     def train(self) -> dict:
+        try:
+            with self._signals():
+                return self._train()
+        finally:
+            if self.log_file is not None:
+                self.log_file.close()
+                self.log_file = None
+
+    def _train(self) -> dict:
         from tqdm import tqdm
 
-        cfg, tc = self.cfg, self.cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        ck.write_text_atomic(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        self.log_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
+        cfg, tc, main = self.cfg, self.cfg.train, self.dist.main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            ck.clean_stale(self.out)
+            ck.write_text_atomic(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+            self._open_log()
         n_params = count_params(self.model)
-        self.log({"event": "start", "step": self.step, "algo": cfg.algo, "trainable_params": n_params,
-                  "device": str(self.device), "train_passages": len(self.corpus.train),
-                  "valid_passages": len(self.corpus.valid), "time": time.time()})
+        self.log({"event": "resume" if self.resume_from is not None else "start", "step": self.step,
+                  "algo": cfg.algo, "trainable_params": n_params, "device": str(self.device),
+                  "world_size": self.dist.world_size, "global_batch": self.global_batch,
+                  "train_passages": len(self.corpus.train), "valid_passages": len(self.corpus.valid),
+                  "time": time.time()})
         if not self.quiet:
             print(f"{cfg.algo}: {n_params / 1e6:.2f} M trainable parameters; {len(self.corpus.train)} train / "
-                  f"{len(self.corpus.valid)} valid passages of {cfg.data.seq_len} tokens; device {self.device}")
-        self.model.train()
-        tokens_per_step = tc.batch_size * tc.grad_accum * cfg.data.seq_len
+                  f"{len(self.corpus.valid)} valid passages of {cfg.data.seq_len} tokens; device {self.device}"
+                  + (f" x {self.dist.world_size} processes" if self.dist.enabled else "")
+                  + f"; global batch {self.global_batch}")
+        self.wrapped.train()
+        tokens_per_step = self.global_batch * cfg.data.seq_len
         bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {cfg.algo}", unit="step",
                    disable=self.quiet, dynamic_ncols=True)
         t_last, step_last = time.time(), self.step
         t0 = time.time()
         last_logs: dict = {}
         val: dict = {}
+        saved_at = self.step if self.resume_from is not None else -1
         while self.step < tc.steps:
             lr = lr_at(self.step, tc)
             for group in self.opt.param_groups:
                 group["lr"] = lr
-            acc: dict[str, float] = {}
-            for _ in range(tc.grad_accum):
-                batch = self.model.get_batch("train", self.batches.next(), self.device)
-                with autocast(self.device, tc.bf16):
-                    loss, logs = self.model.loss(batch, self.step)
-                (loss / tc.grad_accum).backward()
-                for k, v in logs.items():
-                    acc[k] = acc.get(k, 0.0) + v / tc.grad_accum
-            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            self.ema.update(self.model)
+            acc, gnorm, skipped = self._step()
             self.step += 1
-            last_logs = acc
             bar.update(1)
+            if skipped:
+                self.bad_in_a_row += 1
+                self.log({"step": self.step, "event": "skipped", "reason": "non-finite loss or gradient",
+                          "loss": acc.get("loss"), "in_a_row": self.bad_in_a_row})
+                if not self.quiet:
+                    tqdm.write(f"step {self.step}: non-finite loss/gradient, step skipped "
+                               f"({self.bad_in_a_row} in a row)")
+                if self.bad_in_a_row >= tc.max_bad_steps:
+                    last = ck.latest_name(self.out)
+                    raise UserError(
+                        f"training stopped at step {self.step}: {self.bad_in_a_row} steps in a row had a non-finite "
+                        f"loss (train.max_bad_steps={tc.max_bad_steps}); "
+                        + (f"the last good checkpoint {self.out / last} is intact; " if last else "no checkpoint was "
+                           "written; ")
+                        + "lower train.lr or set train.bf16=false, then --resume")
+            else:
+                self.bad_in_a_row = 0
+                last_logs = acc
             if self.step % tc.log_every == 0 or self.step == tc.steps:
+                logs = du.mean_logs(acc, self.dist, self.device)
                 now = time.time()
                 tok_s = tokens_per_step * (self.step - step_last) / max(now - t_last, 1e-9)
                 t_last, step_last = now, self.step
-                self.log({"step": self.step, "lr": lr, "grad_norm": float(gnorm), "tok_s": tok_s,
-                          "elapsed": now - t0, **acc})
-                bar.set_postfix(loss=f"{acc.get('loss', 0):.3f}", diff=f"{acc.get('diff', 0):.3f}",
+                self.log({"step": self.step, "lr": lr, "grad_norm": gnorm, "tok_s": tok_s,
+                          "elapsed": now - t0, **logs})
+                bar.set_postfix(loss=f"{logs.get('loss', 0):.3f}", diff=f"{logs.get('diff', 0):.3f}",
                                 tok_s=f"{tok_s:.0f}")
-            if (tc.eval_every and self.step % tc.eval_every == 0) or self.step == tc.steps:
+            if main and ((tc.eval_every and self.step % tc.eval_every == 0) or self.step == tc.steps):
                 val = self.validate()
                 self.log({"step": self.step, "split": "valid", **val, **self.model.log_extras()})
-            if (tc.save_every and self.step % tc.save_every == 0) or self.step == tc.steps:
+            if ((tc.save_every and self.step % tc.save_every == 0 and not skipped)  # no saves inside a bad streak
+                    or self.step == tc.steps):
                 self.save()
+                saved_at = self.step
+            if self._signal is not None:
+                if saved_at != self.step:
+                    self.save()
+                du.barrier(self.dist)
+                name = signal.Signals(self._signal).name
+                self.log({"step": self.step, "event": "stopped", "signal": name})
+                bar.close()
+                raise TrainingInterrupted(
+                    f"{name} received: stopped at step {self.step}; checkpoint saved in {self.out}; "
+                    f"continue with `ldlm train --out {self.out} --resume`", self._signal)
         bar.close()
-        self.log_file.close()
-        from .plots import plot_training
+        du.barrier(self.dist)
+        if main:
+            from .plots import plot_training
 
-        plot_training(self.out)
+            self.log_file.close()
+            self.log_file = None
+            plot_training(self.out)
         return {"step": self.step, "train": last_logs, "valid": val, "wall_s": time.time() - t0}

@@ -34,6 +34,10 @@ class Algorithm(nn.Module):
         return {"ids": s.ids[idx].to(device), "mask": s.mask[idx].to(device)}
 
     # -- training -------------------------------------------------------------------------
+    def forward(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        """= `loss`; the trainer calls the model through this, so a DDP/compile wrapper sees the step."""
+        return self.loss(batch, step)
+
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         """Scalar loss to minimise and a dict of floats to log."""
         raise NotImplementedError
