@@ -28,7 +28,8 @@ def mix_gradient(z: torch.Tensor, w: float) -> torch.Tensor:
         return z
     if w == 0.0:
         return z.detach()
-    return w * z + (1.0 - w) * z.detach()
+    zd = z.detach()
+    return zd + w * (z - zd)  # = w z + (1 - w) z.detach(), but exactly z in value
 
 
 def decoder_input_noise(z0: torch.Tensor, schedule: Schedule, s_max: float,

@@ -1,0 +1,190 @@
+"""Shapes, masks and invariants of the LDLM parts, the config system and the corpus readers."""
+import json
+
+import pytest
+import torch
+
+from ldlm.autoencoder import LatentDecoder, LatentEncoder, LatentNorm, Readout
+from ldlm.config import Config, load_config, set_key
+from ldlm.data import BatchIterator, group_passages, parse_play, read_corpus_file, split_passages
+from ldlm.denoiser import Denoiser
+from ldlm.errors import UserError
+from ldlm.sampling import reverse_diffusion
+from ldlm.schedules import TanSchedule
+
+B, L, D, N, d = 4, 12, 32, 3, 8
+
+
+def test_encoder_shapes_and_padding_is_ignored():
+    enc = LatentEncoder(D, L, N, d, width=32, layers=2, heads=2, norm="layer").eval()
+    h = torch.randn(B, L, D)
+    mask = torch.ones(B, L, dtype=torch.bool)
+    mask[:, 7:] = False
+    z = enc(h, mask)
+    assert z.shape == (B, N, d)
+    h2 = h.clone()
+    h2[:, 7:] = torch.randn(B, L - 7, D) * 10  # garbage where the mask is off
+    assert torch.allclose(enc(h2, mask), z, atol=1e-5)
+    h3 = h.clone()
+    h3[:, 3] += 1.0  # a real token changes the latent
+    assert not torch.allclose(enc(h3, mask), z, atol=1e-4)
+
+
+def test_batch_latent_norm_gives_unit_variance_across_sequences():
+    norm = LatentNorm("batch", N, d).train()
+    z = torch.randn(256, N, d) * 5 + torch.randn(1, N, d) * 3  # a shared offset per position
+    out = norm(z)
+    assert torch.allclose(out.mean(0), torch.zeros(N, d), atol=1e-4)
+    assert torch.allclose(out.std(0, unbiased=False), torch.ones(N, d), atol=1e-3)
+    norm.eval()  # running statistics at evaluation
+    assert norm(z[:2]).shape == (2, N, d)
+
+
+def test_decoder_denoiser_readout_shapes():
+    dec = LatentDecoder(D, L, N, d, width=32, layers=1, heads=2)
+    assert dec(torch.randn(B, N, d)).shape == (B, L, D)
+    den = Denoiser(N, d, width=32, layers=2, heads=2)
+    t = torch.rand(B)
+    z = torch.randn(B, N, d)
+    assert den(z, t).shape == (B, N, d)
+    assert den(z, t, torch.randn(B, N, d)).shape == (B, N, d)
+    emb = torch.randn(50, D)
+    for kind in ("tied", "linear"):
+        assert Readout(D, 50, kind, emb)(torch.randn(B, L, D)).shape == (B, L, 50)
+
+
+def test_denoiser_uses_time_and_self_conditioning():
+    den = Denoiser(N, d, width=32, layers=2, heads=2)
+    for p in den.parameters():  # leave the zero-init so the conditioning paths carry signal
+        torch.nn.init.normal_(p, std=0.1)
+    z = torch.randn(B, N, d)
+    a = den(z, torch.full((B,), 0.1))
+    assert not torch.allclose(a, den(z, torch.full((B,), 0.9)))
+    assert not torch.allclose(a, den(z, torch.full((B,), 0.1), torch.ones(B, N, d)))
+
+
+@pytest.mark.parametrize("solver", ["sde", "ode"])
+def test_reverse_diffusion_with_perfect_denoiser_returns_its_prediction(solver):
+    target = torch.randn(1, N, d)
+
+    def oracle(z, t, z_sc=None):
+        return target.expand(z.shape[0], -1, -1)
+
+    g = torch.Generator().manual_seed(0)
+    out = reverse_diffusion(oracle, TanSchedule(9.0), (5, N, d), steps=10, solver=solver, generator=g)
+    assert torch.allclose(out, target.expand(5, -1, -1))
+
+
+def test_ode_solver_is_deterministic_given_the_start():
+    den = Denoiser(N, d, width=32, layers=1, heads=2).eval()
+    outs = [reverse_diffusion(den, TanSchedule(9.0), (2, N, d), 8, "ode", 1.0, torch.Generator().manual_seed(3))
+            for _ in range(2)]
+    assert torch.equal(outs[0], outs[1])
+
+
+# ------------------------------------------------------------------------------ config
+def test_config_overrides_and_presets(root):
+    cfg = load_config(f"{root}/configs/micro.yaml", ["train.steps=7", "recipe=naive", "model.latent_norm=layer"])
+    assert cfg.train.steps == 7 and cfg.model.latent_norm == "layer"
+    assert cfg.recipe.decoder_loss == "ce" and cfg.recipe.timesteps == "uniform"
+    assert cfg.recipe.dec_noise_max == 0.0 and cfg.recipe.warmup_start == 0.0
+    full = load_config(f"{root}/configs/micro.yaml")
+    assert full.recipe.decoder_loss == "mse" and full.recipe.timesteps == "adaptive"
+    assert json.loads(json.dumps(cfg.to_dict()))["train"]["steps"] == 7
+
+
+@pytest.mark.parametrize("override, msg", [
+    ("train.stepz=3", "unknown config key 'train.stepz'"),
+    ("train.steps=abc", "expects int"),
+    ("recipe=fancy", "unknown recipe preset"),
+    ("model.readout=mlp", "model.readout"),
+    ("train.batch_size=0", "must be positive"),
+    ("nonsense", "not key=value"),
+])
+def test_config_errors(root, override, msg):
+    with pytest.raises(UserError, match=msg):
+        load_config(f"{root}/configs/micro.yaml", [override])
+
+
+def test_bool_and_float_coercion():
+    cfg = Config()
+    set_key(cfg, "train.bf16", "false")
+    set_key(cfg, "train.lr", "3e-4")
+    assert cfg.train.bf16 is False and cfg.train.lr == pytest.approx(3e-4)
+
+
+# ------------------------------------------------------------------------------ data
+PLAY = """# A Play
+
+## ACT I
+
+### SCENE I. A room.
+
+_Enter HAMLET and HORATIO_
+
+**HAMLET**  
+To be, or not to be,  
+that is the question.
+
+**HORATIO**  
+My lord? _Aside_ Indeed.
+
+*Exit HORATIO, lamenting
+the weather.*
+
+**HAMLET**  
+Alone.
+"""
+
+
+def test_parse_play_strips_speakers_directions_headers():
+    scenes = parse_play(PLAY)
+    assert scenes == [[["To be, or not to be,", "that is the question."], ["My lord? Indeed."], ["Alone."]]]
+    passages = group_passages(scenes, words=10)
+    assert passages[0].startswith("To be, or not to be, that is the question.")
+    assert all("HAMLET" not in p and "Exit" not in p and "_" not in p for p in passages)
+
+
+def test_builtin_corpus_split_is_deterministic():
+    from ldlm.data import shakespeare_passages
+
+    p = shakespeare_passages(40)
+    assert len(p) > 10000
+    a = split_passages(p, 0.02, 0)
+    b = split_passages(p, 0.02, 0)
+    assert a == b and len(a[1]) == round(len(p) * 0.02)
+    assert len(a[0]) + len(a[1]) == len(p)
+
+
+def test_corpus_files(tmp_path):
+    (tmp_path / "a.txt").write_text("first passage\n\n second one \n", encoding="utf-8")
+    assert read_corpus_file(str(tmp_path / "a.txt")) == ["first passage", "second one"]
+    (tmp_path / "b.jsonl").write_text('{"text": "hello  world"}\n\n{"text": "again"}\n', encoding="utf-8")
+    assert read_corpus_file(str(tmp_path / "b.jsonl")) == ["hello world", "again"]
+    cases = {
+        "missing.txt": (None, "not found"),
+        "empty.txt": (b"\n  \n", "is empty"),
+        "latin.txt": ("caf\xe9\n".encode("latin-1"), "not UTF-8"),
+        "notext.jsonl": (b'{"body": "x"}\n', "no 'text' field"),
+        "badtype.jsonl": (b'{"text": 3}\n', "not a string"),
+        "broken.jsonl": (b'{"text": \n', "not JSON"),
+        "data.csv": (b"a,b\n", "suffix"),
+    }
+    for name, (content, msg) in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError, match=msg):
+            read_corpus_file(str(tmp_path / name))
+
+
+def test_batch_iterator_covers_epoch_and_resumes():
+    it = BatchIterator(10, 4, seed=1)
+    seen = torch.cat([it.next() for _ in range(5)])  # 20 rows = 2 epochs
+    assert sorted(seen[:10].tolist()) == list(range(10))
+    state = it.state_dict()
+    nxt = it.next()
+    it2 = BatchIterator(10, 4, seed=1)
+    it2.load_state_dict(state)
+    assert torch.equal(it2.next(), nxt)
+    shards = [BatchIterator(10, 5, seed=1, rank=r, world_size=2).next() for r in range(2)]
+    assert sorted(torch.cat(shards).tolist()) == list(range(10))
