@@ -109,7 +109,18 @@ def _read_utf8(path: Path) -> str:
                         f"convert it, e.g. `iconv -f latin1 -t utf-8`") from None
 
 
-def read_corpus_file(path: str) -> list[str]:
+def _check_line_lengths(path, text: str, max_chars: int) -> None:
+    """A line longer than `max_chars` is almost always a file without line breaks (one passage per line
+    is expected); reject it rather than silently keep its first seq_len tokens."""
+    if max_chars <= 0 or len(text) <= max_chars:
+        return
+    for i, ln in enumerate(text.split("\n"), 1):
+        if len(ln) > max_chars:
+            raise UserError(f"corpus '{path}' line {i} is {len(ln):,} characters long (limit data.max_line_chars="
+                            f"{max_chars:,}); put one passage per line, or raise data.max_line_chars")
+
+
+def read_corpus_file(path: str, max_line_chars: int = 100000) -> list[str]:
     """A local corpus: `.txt` (one passage per line) or `.jsonl` (one object with a `text` field per line)."""
     p = Path(path)
     if not p.exists():
@@ -120,6 +131,7 @@ def read_corpus_file(path: str) -> list[str]:
     if suffix not in (".txt", ".jsonl"):
         raise UserError(f"corpus '{path}' has suffix '{suffix}'; use .txt (a passage per line) or .jsonl (a 'text' field)")
     text = _read_utf8(p)
+    _check_line_lengths(path, text, max_line_chars)
     passages: list[str] = []
     if suffix == ".txt":
         passages = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -142,8 +154,8 @@ def read_corpus_file(path: str) -> list[str]:
     return passages
 
 
-def load_passages(corpus: str, passage_words: int = 40) -> list[str]:
-    return shakespeare_passages(passage_words) if corpus == BUILTIN else read_corpus_file(corpus)
+def load_passages(corpus: str, passage_words: int = 40, max_line_chars: int = 100000) -> list[str]:
+    return shakespeare_passages(passage_words) if corpus == BUILTIN else read_corpus_file(corpus, max_line_chars)
 
 
 def split_passages(passages: list[str], valid_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -182,7 +194,7 @@ class Corpus:
 
 
 def build_corpus(data_cfg, tokenizer, tokenizer_name: str) -> Corpus:
-    passages = load_passages(data_cfg.corpus, data_cfg.passage_words)
+    passages = load_passages(data_cfg.corpus, data_cfg.passage_words, data_cfg.max_line_chars)
     if data_cfg.max_passages:
         passages = passages[: data_cfg.max_passages]
     train, valid = split_passages(passages, data_cfg.valid_fraction, data_cfg.split_seed)
