@@ -87,6 +87,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--show", type=int, default=5, help="print this many samples")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.set_defaults(func=cmd_sample)
+
+    # evaluation: the logic lives in evaluation.py and frontier.py
+    from .evaluation import add_eval_arguments
+
+    def cmd_eval(args) -> None:
+        from .evaluation import run_eval
+        run_eval(args)
+
+    def cmd_frontier(args) -> None:
+        from .frontier import run_frontier
+        run_frontier(args)
+
+    e = sub.add_parser("eval", help="score a samples file: gen-PPL, entropy, MAUVE, distinct-n, beside the data")
+    e.add_argument("samples", help="samples file: .jsonl (from `ldlm sample --out`) or .txt (a sample per line)")
+    e.add_argument("--ckpt", help="checkpoint whose held-out split and tokenizer define the references "
+                   "(default: the samples' own 'checkpoint' field)")
+    e.add_argument("--out", help="write all metrics and settings to this JSON file")
+    add_eval_arguments(e)
+    e.set_defaults(func=cmd_eval)
+
+    f = sub.add_parser("frontier", help="sample and score a grid of settings: gen-PPL vs entropy (CSV + PNG)")
+    f.add_argument("--ckpt", required=True, help="run folder or ckpt-<step> folder")
+    f.add_argument("--steps", help="comma list of reverse-process steps, e.g. 10,25,50,100")
+    f.add_argument("--noise-scale", help="comma list of noise scales (LDLM), e.g. 0.7,0.85,1.0")
+    f.add_argument("--temperature", help="comma list of token temperatures (AR/MDLM baselines)")
+    f.add_argument("--top-p", help="comma list of nucleus sampling thresholds (baselines)")
+    f.add_argument("--solver", help="comma list of solvers: sde,ode")
+    f.add_argument("--num", type=int, default=128, help="samples per setting")
+    f.add_argument("--sample-seed", type=int, default=0, help="sampling seed (the same for every setting)")
+    f.add_argument("--out", required=True, help="folder for samples, frontier.csv, frontier.json and frontier.png")
+    add_eval_arguments(f)
+    f.set_defaults(func=cmd_frontier)
     return p
 
 

