@@ -38,7 +38,9 @@ class MDLM(Algorithm):
     # -- forward process and loss ---------------------------------------------------------
     def noise(self, ids, t, generator=None):
         """x_t: each token after [CLS] masked with probability 1 - alpha_t = t; also the mask."""
-        u = torch.rand(ids.shape, generator=generator).to(ids.device)
+        # a seeded draw (evaluation) comes from the CPU generator; training draws on the device
+        u = torch.rand(ids.shape, generator=generator).to(ids.device) if generator is not None else \
+            torch.rand(ids.shape, device=ids.device)
         masked = u < t[:, None]
         masked[:, 0] = False
         return torch.where(masked, self.mask_id, ids), masked
