@@ -74,6 +74,26 @@ class MemmapRows:
             idx = idx.cpu().numpy()
         return torch.from_numpy(np.asarray(self.arr[idx]).astype(np.int64))
 
+    def unique(self) -> torch.Tensor:
+        """Sorted distinct ids, streamed over the memmap (never materialised as int64)."""
+        seen = np.zeros(1 << 16, dtype=bool)
+        for i in range(0, len(self), 65536):
+            chunk = np.asarray(self.arr[i: i + 65536]).ravel()
+            if chunk.size and int(chunk.max()) >= seen.size:
+                seen = np.concatenate([seen, np.zeros(int(chunk.max()) + 1 - seen.size, dtype=bool)])
+            seen[chunk] = True
+        return torch.from_numpy(np.flatnonzero(seen).astype(np.int64))
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """torch functions see the rows as a tensor (torch.unique streams; others materialise the split)."""
+        kwargs = kwargs or {}
+        if func in (torch.unique, torch.Tensor.unique) and isinstance(args[0], MemmapRows) and not kwargs \
+                and len(args) == 1:
+            return args[0].unique()
+        conv = (lambda a: a[:] if isinstance(a, MemmapRows) else a)
+        return func(*[conv(a) for a in args], **{k: conv(v) for k, v in kwargs.items()})
+
 
 class MemmapMask:
     """Attention mask rows from per-row lengths (padded rows) or all True (packed rows)."""
