@@ -45,13 +45,19 @@ def _resolve(name: str) -> tuple[str, str | None]:
     if name == SMOLLM2:
         f = smollm2_gguf()
         return str(f.parent), f.name
-    p = Path(name)
+    p = Path(name).expanduser()
     if p.is_file() and p.suffix == ".gguf":
         return str(p.parent), p.name
     if p.is_dir() and not (p / "config.json").is_file():
         ggufs = sorted(p.glob("*.gguf"))
-        if ggufs:
-            return str(p), ggufs[0].name
+        if not ggufs:
+            raise UserError(f"evaluator folder '{name}' holds no config.json and no .gguf file; "
+                            f"pass a causal LM folder (save_pretrained), a .gguf file, or --eval-lm {SMOLLM2}")
+        return str(p), ggufs[0].name
+    # a path that does not exist would otherwise be tried as a hub id (and retried for a minute)
+    if not p.exists() and (name.startswith(("/", ".", "~")) or p.suffix == ".gguf" or name.count("/") > 1):
+        raise UserError(f"evaluator LM '{name}' not found; pass an existing folder or .gguf file, "
+                        f"a hub id such as gpt2-large, or --eval-lm {SMOLLM2}")
     return name, None
 
 
@@ -172,9 +178,13 @@ def _cpu_flags() -> str:
         return ""
 
 
-@functools.lru_cache(maxsize=2)
 def load_evaluator(name: str = SMOLLM2, device: str = "cpu", bf16: bool | None = None) -> Evaluator:
     """Load once per process (a frontier sweep and the tests reuse it); batch size etc. can be set after."""
+    return _load_cached(name, device, bf16)  # positional, so that every call shares one cache key
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(name: str, device: str, bf16: bool | None) -> Evaluator:
     return Evaluator(name, device=device, bf16=bf16)
 
 
