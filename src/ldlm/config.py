@@ -51,6 +51,7 @@ class ModelConfig:
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * width
     dropout: float = 0.0  # dropout in attention/MLP outputs
     readout: str = "tied"  # token readout: 'tied' (MLP then the frozen LM's word embeddings) or 'linear'
+    readout_vocab: str = "corpus"  # readout over 'corpus' (tokens seen in training; ~2.4x cheaper) or 'full'
     schedule: str = "tan"  # noise schedule: 'tan' (alpha = 1/sqrt(1 + d^2 tan^2(pi t / 2))) or 'cosine'
     schedule_d: float = 9.0  # d of the tan-d schedule
     self_cond_prob: float = 0.5  # probability of a self-conditioning pass while training
@@ -263,6 +264,7 @@ _CHOICES = {
     "algo": ("ldlm", "ar", "mdlm"),
     "model.latent_norm": ("batch", "layer", "none"),
     "model.readout": ("tied", "linear"),
+    "model.readout_vocab": ("corpus", "full"),
     "model.schedule": ("tan", "cosine"),
     "recipe.decoder_loss": ("mse", "ce"),
     "recipe.timesteps": ("adaptive", "uniform"),

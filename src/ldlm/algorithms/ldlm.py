@@ -53,7 +53,8 @@ class LDLM(Algorithm):
                                  m.dropout)
         self.decoder = LatentDecoder(D, L, m.latent_len, m.latent_dim, m.dec_width, m.dec_layers, m.heads,
                                      m.mlp_ratio, m.dropout)
-        self.readout = Readout(D, self.vocab_size, m.readout, self.frozen.word_embeddings())
+        self.readout = Readout(D, self.vocab_size, m.readout, self.frozen.word_embeddings(),
+                               unk_id=tokenizer.unk_token_id or 0)
         self.schedule = make_schedule(m.schedule, m.schedule_d)
         self.timesteps = make_timesteps(cfg.recipe)
         self.feats: dict[str, torch.Tensor] = {}
@@ -62,6 +63,10 @@ class LDLM(Algorithm):
     # -- data -----------------------------------------------------------------------------
     def prepare(self, corpus: Corpus, device) -> None:
         super().prepare(corpus, device)
+        if self.cfg.model.readout_vocab == "corpus":
+            specials = [i for i in (self.tokenizer.pad_token_id, self.tokenizer.cls_token_id,
+                                    self.tokenizer.sep_token_id) if i is not None]
+            self.readout.set_vocab(torch.unique(corpus.train.ids), always=tuple(specials))
         dc = self.cfg.data
         dev = str(device)
         for name, split in self.splits.items():
@@ -89,9 +94,10 @@ class LDLM(Algorithm):
         m = mask.float()
         out = {"dec_mse": (((h_hat - h) ** 2).mean(-1) * m).sum() / m.sum()}
         logits = self.readout(h_hat).float()
+        target = self.readout.to_local(ids)
         # every position, padding included, so the decoder learns where a passage ends
-        out["dec_ce"] = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
-        out["dec_acc"] = ((logits.argmax(-1) == ids).float() * m).sum() / m.sum()
+        out["dec_ce"] = F.cross_entropy(logits.flatten(0, 1), target.flatten())
+        out["dec_acc"] = ((logits.argmax(-1) == target).float() * m).sum() / m.sum()
         return out
 
     def loss(self, batch, step):
@@ -130,7 +136,7 @@ class LDLM(Algorithm):
             q = max(1, b // 4)
             read_logits = self.readout(h[:q]).float()
             m = mask[:q]
-            l_read = F.cross_entropy(read_logits[m], ids[:q][m])
+            l_read = F.cross_entropy(read_logits[m], self.readout.to_local(ids[:q][m]))
             loss = loss + rc.lambda_read * l_read
             logs["read_ce"] = l_read.item()
         logs.update(collapse_stats(z_pre))
@@ -158,7 +164,7 @@ class LDLM(Algorithm):
         out.update({"recon_acc": dec["dec_acc"].item(), "dec_ce": dec["dec_ce"].item(),
                     "dec_mse": dec["dec_mse"].item()})
         m = mask
-        out["read_acc"] = (self.readout(h).argmax(-1)[m] == ids[m]).float().mean().item()
+        out["read_acc"] = (self.readout(h).argmax(-1)[m] == self.readout.to_local(ids)[m]).float().mean().item()
         out.update(collapse_stats(z_pre))
         return out
 
@@ -180,9 +186,10 @@ class LDLM(Algorithm):
                        generator: torch.Generator | None = None) -> torch.Tensor:
         logits = self.readout(self.decoder(z0)).float()
         if temperature <= 0:
-            return logits.argmax(-1)
+            return self.readout.to_global(logits.argmax(-1))
         probs = torch.softmax(logits / temperature, -1).flatten(0, 1)
-        return torch.multinomial(probs.cpu(), 1, generator=generator).view(logits.shape[:2]).to(z0.device)
+        local = torch.multinomial(probs.cpu(), 1, generator=generator).view(logits.shape[:2]).to(z0.device)
+        return self.readout.to_global(local)
 
     @torch.no_grad()
     def generate_ids(self, num, sc: SampleConfig, generator, device):
