@@ -212,6 +212,19 @@ def test_frontier_on_micro_checkpoint(micro_run, random_lm, tmp_path, capsys):
     assert meta["swept"] == ["steps", "noise_scale"] and "round trip" in meta["settings"]["references"]
 
 
+def test_references_are_round_tripped_and_disjoint(micro_run):
+    from ldlm.checkpoint import load_config_of, resolve_checkpoint
+    from ldlm.evaluation import build_references, validation_passages
+
+    cfg = load_config_of(resolve_checkpoint(micro_run))
+    pool = validation_passages(cfg)
+    a, b, note = build_references("valid", cfg, 2, [], seed=0)
+    assert len(pool) == 4 and len(a) == len(b) == 2 and not set(a) & set(b)
+    # the uncased MiniLM tokenizer lowercases: so must the references, or MAUVE compares case
+    assert any(p != p.lower() for p in pool) and all(t == t.lower() for t in a + b)
+    assert "round trip" in note and build_references("valid", cfg, 2, [], seed=1)[0] != a
+
+
 # ---------------------------------------------------------------- the real offline evaluator
 @pytest.fixture(scope="module")
 def smollm2():

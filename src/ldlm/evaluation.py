@@ -66,7 +66,11 @@ def validation_passages(cfg) -> list[str]:
     """The held-out passages of a run, exactly as training split them (see data.build_corpus)."""
     from .data import load_passages, split_passages
 
-    passages = load_passages(cfg.data.corpus, cfg.data.passage_words)
+    fmt = getattr(cfg.data, "format", "passages")
+    if fmt != "passages":  # owt/lm1b rows come from the hub-data memmap cache, not from passages
+        raise UserError(f"--reference valid supports data.format=passages only (this run: {fmt}); "
+                        f"pass --reference FILE with held-out documents (.txt or .jsonl)")
+    passages = load_passages(cfg.data.corpus, cfg.data.passage_words, getattr(cfg.data, "max_line_chars", 100000))
     if cfg.data.max_passages:
         passages = passages[: cfg.data.max_passages]
     return split_passages(passages, cfg.data.valid_fraction, cfg.data.split_seed)[1]
