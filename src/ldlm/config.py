@@ -78,6 +78,7 @@ class RecipeConfig:
     adaptive_uniform: float = 0.1  # share of the uniform floor mixed into the adaptive density
     adaptive_every: int = 10  # refit the adaptive density every this many steps
     dec_noise_max: float = 0.15  # s_max: decoder input noised at s ~ U(0, s_max); 0 = clean
+    two_stage: float = 0.0  # share of steps for stage 1 (autoencoder alone); then the denoiser alone on frozen latents; 0 = joint
 
 
 RECIPE_PRESETS = {
@@ -304,6 +305,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"model.mask_eps={cfg.model.mask_eps} must be in (0, 1)")
     if not 0.0 <= cfg.recipe.t_min < 1.0:
         raise UserError(f"recipe.t_min={cfg.recipe.t_min} must be in [0, 1)")
+    if not 0.0 <= cfg.recipe.two_stage < 1.0:
+        raise UserError(f"recipe.two_stage={cfg.recipe.two_stage} must be in [0, 1) (0 = joint training)")
 
 
 def save_config(cfg: Config, path: Path) -> None:

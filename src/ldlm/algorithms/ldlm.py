@@ -104,32 +104,49 @@ class LDLM(Algorithm):
         rc, total_steps = self.cfg.recipe, self.cfg.train.steps
         ids, mask, h = batch["ids"], batch["mask"], batch["h"]
         b = ids.shape[0]
-        z_pre = self.encoder(h, mask, normalise=False)
-        z0 = self.encoder.norm(z_pre).float()
+        # two-stage (TEncDM/COSMOS): stage 1 trains the autoencoder alone (no diffusion loss), stage 2
+        # the denoiser alone on frozen latents (encoder under no_grad with running latent statistics)
+        stage = 0 if rc.two_stage <= 0 else (1 if step < rc.two_stage * total_steps else 2)
+        if stage == 2:
+            was_training = self.encoder.training
+            self.encoder.eval()
+            with torch.no_grad():
+                z_pre = self.encoder(h, mask, normalise=False)
+                z0 = self.encoder.norm(z_pre).float()
+            self.encoder.train(was_training)
+        else:
+            z_pre = self.encoder(h, mask, normalise=False)
+            z0 = self.encoder.norm(z_pre).float()
+        loss = torch.zeros((), device=ids.device)
+        logs: dict = {"stage": stage} if stage else {}
 
         # 1. diffusion loss; its gradient into the encoder is scaled by the warmup weight w
         w = encoder_weight(step, total_steps, rc.warmup_start, rc.warmup_ramp, rc.w_max)
         self.last_w = w
-        z0_diff = mix_gradient(z0, w)
-        target = z0_diff.detach() if rc.diff_target_stopgrad else z0_diff
-        t = self.timesteps.sample(b, device=ids.device)
-        z_t = self.schedule.noise(z0_diff, t)
-        z_sc = None
-        if torch.rand(()) < self.cfg.model.self_cond_prob:
-            with torch.no_grad():
-                z_sc = self.denoiser(z_t, t).float()
-        z0_hat = self.denoiser(z_t, t, z_sc).float()
-        per_sample = ((z0_hat - target) ** 2).mean(dim=(1, 2))
-        l_diff = per_sample.mean()
-        self.timesteps.update(t, per_sample)
+        if stage != 1:
+            z0_diff = mix_gradient(z0, w)
+            target = z0_diff.detach() if rc.diff_target_stopgrad else z0_diff
+            t = self.timesteps.sample(b, device=ids.device)
+            z_t = self.schedule.noise(z0_diff, t)
+            z_sc = None
+            if torch.rand(()) < self.cfg.model.self_cond_prob:
+                with torch.no_grad():
+                    z_sc = self.denoiser(z_t, t).float()
+            z0_hat = self.denoiser(z_t, t, z_sc).float()
+            per_sample = ((z0_hat - target) ** 2).mean(dim=(1, 2))
+            l_diff = per_sample.mean()
+            self.timesteps.update(t, per_sample)
+            loss = loss + l_diff
+            logs.update({"diff": l_diff.item(), "w_enc": w})
 
         # 2.+4. decoder on noised latents: hidden-state MSE + token CE (or CE alone)
-        z_dec = decoder_input_noise(z0, self.schedule, rc.dec_noise_max)
-        dec = self._decoder_losses(self.decoder(z_dec), h, ids, mask)
-        loss = l_diff + rc.lambda_ce * dec["dec_ce"]
-        logs = {"diff": l_diff.item(), "dec_ce": dec["dec_ce"].item(), "dec_acc": dec["dec_acc"].item(),
-                "dec_mse": dec["dec_mse"].item(), "w_enc": w}
-        if rc.decoder_loss == "mse":
+        if stage != 2:
+            z_dec = decoder_input_noise(z0, self.schedule, rc.dec_noise_max)
+            dec = self._decoder_losses(self.decoder(z_dec), h, ids, mask)
+            loss = loss + rc.lambda_ce * dec["dec_ce"]
+            logs.update({"dec_ce": dec["dec_ce"].item(), "dec_acc": dec["dec_acc"].item(),
+                         "dec_mse": dec["dec_mse"].item()})
+        if stage != 2 and rc.decoder_loss == "mse":
             loss = loss + rc.lambda_dec * dec["dec_mse"]
             # readout anchored to the frozen LM's own hidden states (a quarter of the batch: the
             # 30k-way softmax is the most expensive op of a step)
