@@ -24,16 +24,24 @@ from .base import Algorithm
 
 
 def collapse_stats(z: torch.Tensor) -> dict:
-    """Collapse diagnostics of latents [B, N, d] (pre-normalisation): mean cosine between different
-    sequences, and the spread across sequences relative to the latents' RMS (0 = all identical)."""
+    """Collapse diagnostics of a batch of latents [B, N, d], as the diffusion model sees them.
+
+    latent_cos: mean cosine between different sequences' latents (near 1 = one latent for all;
+    meaningful for 'layer'/'none' normalisation, ~0 by construction under 'batch').
+    latent_erank: effective rank of the centred latents across the batch, as a share of its maximum
+    (exp of the entropy of the singular-value spectrum); a low value means the sequences' latents
+    span only a few directions, which batch normalisation alone cannot prevent.
+    """
     x = z.detach().float().flatten(1)
     b = x.shape[0]
-    if b < 2:
+    if b < 3:
         return {}
     xn = F.normalize(x, dim=1)
-    cos = (xn @ xn.t()).sum() - b
-    spread = x.std(0).pow(2).mean().sqrt() / x.pow(2).mean().sqrt().clamp_min(1e-12)
-    return {"latent_cos": (cos / (b * (b - 1))).item(), "latent_spread": spread.item()}
+    cos = ((xn @ xn.t()).sum() - b) / (b * (b - 1))
+    sv = torch.linalg.svdvals(x - x.mean(0, keepdim=True))
+    p = sv / sv.sum().clamp_min(1e-12)
+    erank = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()) / min(b - 1, x.shape[1])
+    return {"latent_cos": cos.item(), "latent_erank": erank.item()}
 
 
 class LDLM(Algorithm):
@@ -90,14 +98,16 @@ class LDLM(Algorithm):
 
     # -- losses ---------------------------------------------------------------------------
     def _decoder_losses(self, h_hat, h, ids, mask) -> dict:
+        """Hidden-state MSE and token CE/accuracy on the real tokens ([CLS] ... [SEP]).
+
+        Positions after [SEP] are left out: a sample is cut at its first [SEP], so what the decoder
+        puts after it never reaches text, and the 30k-way softmax there would be wasted work."""
         h_hat = h_hat.float()
-        m = mask.float()
-        out = {"dec_mse": (((h_hat - h) ** 2).mean(-1) * m).sum() / m.sum()}
-        logits = self.readout(h_hat).float()
-        target = self.readout.to_local(ids)
-        # every position, padding included, so the decoder learns where a passage ends
-        out["dec_ce"] = F.cross_entropy(logits.flatten(0, 1), target.flatten())
-        out["dec_acc"] = ((logits.argmax(-1) == target).float() * m).sum() / m.sum()
+        out = {"dec_mse": ((h_hat[mask] - h[mask]) ** 2).mean()}
+        logits = self.readout(h_hat[mask]).float()
+        target = self.readout.to_local(ids[mask])
+        out["dec_ce"] = F.cross_entropy(logits, target)
+        out["dec_acc"] = (logits.argmax(-1) == target).float().mean()
         return out
 
     def loss(self, batch, step):
@@ -156,7 +166,7 @@ class LDLM(Algorithm):
             l_read = F.cross_entropy(read_logits[m], self.readout.to_local(ids[:q][m]))
             loss = loss + rc.lambda_read * l_read
             logs["read_ce"] = l_read.item()
-        logs.update(collapse_stats(z_pre))
+        logs.update(collapse_stats(z0))
         logs["loss"] = loss.item()
         return loss, logs
 
@@ -182,7 +192,7 @@ class LDLM(Algorithm):
                     "dec_mse": dec["dec_mse"].item()})
         m = mask
         out["read_acc"] = (self.readout(h).argmax(-1)[m] == self.readout.to_local(ids)[m]).float().mean().item()
-        out.update(collapse_stats(z_pre))
+        out.update(collapse_stats(z0))
         return out
 
     def log_extras(self):
