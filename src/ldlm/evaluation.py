@@ -209,7 +209,10 @@ def format_table(rows: dict[str, dict | None]) -> str:
             v = r.get(key)
             cells.append(f"{'n/a' if v is None else fmt.format(v):>9}")
         lines.append(f"{name:<{w}}" + "".join(cells))
-        notes += [f"  {name} {k}: {why}" for k, why in r.get("unavailable", {}).items()]
+        by_reason: dict[str, list[str]] = {}
+        for k, why in r.get("unavailable", {}).items():
+            by_reason.setdefault(why, []).append(k)
+        notes += [f"  {name} {', '.join(ks)}: {why}" for why, ks in by_reason.items()]
     return "\n".join(lines + (["n/a:"] + notes if notes else []))
 
 
