@@ -1,0 +1,294 @@
+"""The recipe ablation: LDLM trained with the same budget and seed, one recipe component at a time.
+
+    .venv/bin/python bench/ablation.py                                # configs/tiny.yaml, its 1000 steps
+    .venv/bin/python bench/ablation.py --steps 400 --only full,naive  # a smaller budget, a subset
+    .venv/bin/python bench/ablation.py --quick                        # smoke test on configs/micro.yaml
+
+Variants: full; naive (all four components off); full minus each component (MSE decoder loss -> CE;
+no diffusion-to-encoder warmup; uniform timesteps; no decoder-input noise); two-stage (TEncDM/COSMOS:
+autoencoder alone for --two-stage of the steps, then the denoiser alone on frozen latents; the rest
+of the full recipe unchanged); a second seed of full and naive, so seed noise is visible.
+
+Each run: train (runs/ablation/<variant>), sample with fixed settings, evaluate with `ldlm eval`'s
+protocol (gen-PPL, entropy, MAUVE, distinct-n; one evaluator for all runs) and read the last
+validation line of metrics.jsonl (diff, diff_ratio, recon_acc, latent_cos, latent_spread).
+Resumable: a variant whose run folder holds a finished evaluation (ablation-eval.json) is skipped, an
+interrupted training is resumed. Writes bench/results/ablation.md and ablation.json.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("LDLM_QUIET", "1")
+
+import benchlib as B  # noqa: E402
+
+
+def variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str]]]:
+    """name -> (what changes, config overrides)."""
+    s2 = f"train.seed={seed + 1}"
+    return {
+        "full": ("full recipe", []),
+        "naive": ("naive joint training (all four off)", ["recipe=naive"]),
+        "ce-decoder": ("full - MSE decoder loss (token CE only)", ["recipe.decoder_loss=ce"]),
+        "no-warmup": ("full - diffusion-to-encoder warmup (w = 1 from step 0)",
+                      ["recipe.warmup_start=0", "recipe.warmup_ramp=0"]),
+        "uniform-t": ("full - adaptive timesteps (t ~ U)", ["recipe.timesteps=uniform"]),
+        "no-dec-noise": ("full - decoder-input noise (s_max = 0)", ["recipe.dec_noise_max=0"]),
+        "two-stage": (f"two-stage: autoencoder {two_stage:.0%} of steps, then frozen", [f"recipe.two_stage={two_stage}"]),
+        "full-seed2": (f"full recipe, seed {seed + 1}", [s2]),
+        "naive-seed2": (f"naive, seed {seed + 1}", ["recipe=naive", s2]),
+    }
+
+
+IGNORED_KEYS = {("train", "threads"), ("train", "device"), ("data", "cache_dir")}  # may differ between resumes
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke test: configs/micro.yaml, 32 samples, 10 sampling steps")
+    p.add_argument("--config", help="base LDLM config (default configs/tiny.yaml; --quick configs/micro.yaml)")
+    p.add_argument("--steps", type=int, help="training steps of every run (default: the config's)")
+    p.add_argument("--only", help="comma list of variants to run (default all)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the second-seed rows use seed + 1)")
+    p.add_argument("--two-stage", type=float, default=0.5, help="share of steps for the two-stage run's stage 1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--num", type=int, help="samples per run (default 256; --quick 32)")
+    p.add_argument("--sample-steps", type=int, help="sampling steps (default 50; --quick 10)")
+    p.add_argument("--noise-scale", type=float, default=1.0)
+    p.add_argument("--solver", default="sde", choices=["sde", "ode"])
+    p.add_argument("--sample-seed", type=int, default=0)
+    p.add_argument("--eval-lm", help="evaluator (default smollm2, offline)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--runs", help="folder of the run folders (default runs/ablation; --quick bench/results/quick/ablation-runs)")
+    p.add_argument("--out", help="output folder (default bench/results; --quick bench/results/quick)")
+    a = p.parse_args(argv)
+    a.config = a.config or str(B.ROOT / "configs" / ("micro.yaml" if a.quick else "tiny.yaml"))
+    a.num = a.num or (32 if a.quick else 256)
+    a.sample_steps = a.sample_steps or (10 if a.quick else 50)
+    a.runs = Path(a.runs or (B.RESULTS / "quick" / "ablation-runs" if a.quick else B.ROOT / "runs" / "ablation"))
+    a.out = Path(a.out or (B.RESULTS / "quick" if a.quick else B.RESULTS))
+    return a
+
+
+def _flat(d: dict, prefix=()) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+def config_diff(a: dict, b: dict) -> list[str]:
+    fa, fb = _flat(a), _flat(b)
+    return [".".join(k) for k in sorted(set(fa) | set(fb)) if k[:2] not in IGNORED_KEYS and fa.get(k) != fb.get(k)]
+
+
+def train_stats(run: Path) -> dict:
+    from ldlm.plots import read_metrics
+
+    train, valid = read_metrics(run)
+    out = {"valid": valid[-1] if valid else {}}
+    if train:
+        out["train_wall_s"] = train[-1].get("elapsed")
+        toks = [r["tok_s"] for r in train if "tok_s" in r]
+        out["train_tok_s_median"] = statistics.median(toks) if toks else None
+        out["train_last"] = {k: train[-1].get(k) for k in ("loss", "diff", "dec_ce", "dec_acc", "latent_cos")}
+    return out
+
+
+def run_variant(name: str, overrides: list[str], a, device: str) -> Path:
+    """Train (or resume, or skip if finished) one variant; returns its run folder."""
+    from ldlm import checkpoint as ck
+    from ldlm.config import load_config
+    from ldlm.trainer import Trainer
+
+    over = list(overrides) + ([f"train.steps={a.steps}"] if a.steps else []) + \
+        [f"train.threads={a.threads}", f"train.device={device}", *a.set]
+    cfg = load_config(a.config, over)
+    run = a.runs / name
+    latest = ck.latest_name(run) if run.exists() else None
+    if latest:
+        saved = json.loads((run / "config.json").read_text())
+        diff = config_diff(saved, cfg.to_dict())
+        if diff:
+            sys.exit(f"{run} was made with another config ({', '.join(diff[:6])} differ); delete it or pass --runs "
+                     f"to another folder")
+        step = int(ck.load_state_json(run / latest)["step"])
+        if step >= cfg.train.steps:
+            return run
+        B.log(f"[{name}] resuming at step {step}")
+    B.log(f"[{name}] training {cfg.train.steps} steps: {' '.join(overrides) or '(defaults)'}")
+    Trainer(cfg, str(run), resume=bool(latest), quiet=True).train()
+    return run
+
+
+def evaluate_run(name: str, run: Path, ev, a) -> dict:
+    from ldlm.generate import generate, load_model, write_samples
+
+    model = load_model(run, device=a.device_resolved)
+    t0 = time.time()
+    recs = generate(model, num=a.num, steps=a.sample_steps, noise_scale=a.noise_scale, solver=a.solver,
+                    seed=a.sample_seed)
+    sample_s = time.time() - t0
+    write_samples(recs, run / "ablation-samples.jsonl")
+    row = ev.evaluate([r["text"] for r in recs], desc=f"scoring {name}")
+    stats = train_stats(run)
+    out = {"variant": name, "run": str(run), "checkpoint": model.checkpoint, "seed": model.cfg.train.seed,
+           "steps": model.cfg.train.steps, "recipe": model.cfg.to_dict()["recipe"], "sample_s": sample_s,
+           "sec_per_sample": recs[0]["sec_per_sample"], "metrics": row, **stats}
+    del model
+    gc.collect()
+    return out
+
+
+# ---------------------------------------------------------------- report
+def _f(v, fmt):
+    return "n/a" if v is None else fmt.format(v)
+
+
+COLS = [("gen-PPL", lambda r: r["metrics"].get("gen_ppl"), "{:.1f}"),
+        ("entropy", lambda r: r["metrics"].get("entropy"), "{:.3f}"),
+        ("MAUVE", lambda r: r["metrics"].get("mauve"), "{:.3f}"),
+        ("distinct-2 (set)", lambda r: r["metrics"].get("distinct2_set"), "{:.3f}"),
+        ("unique", lambda r: r["metrics"].get("unique_texts"), "{}"),
+        ("val diff", lambda r: r.get("valid", {}).get("diff"), "{:.4f}"),
+        ("diff / trivial", lambda r: r.get("valid", {}).get("diff_ratio"), "{:.3f}"),
+        ("recon acc", lambda r: r.get("valid", {}).get("recon_acc"), "{:.3f}"),
+        ("latent cos", lambda r: r.get("valid", {}).get("latent_cos"), "{:.3f}"),
+        ("latent spread", lambda r: r.get("valid", {}).get("latent_spread"), "{:.3f}"),
+        ("train min", lambda r: (r.get("train_wall_s") or 0) / 60 if r.get("train_wall_s") else None, "{:.1f}")]
+
+
+def seed_noise(rows: dict) -> list[str]:
+    lines = []
+    for a, b in (("full", "full-seed2"), ("naive", "naive-seed2")):
+        if a in rows and b in rows:
+            parts = []
+            for name, get, fmt in COLS[:4] + COLS[5:10]:
+                x, y = get(rows[a]), get(rows[b])
+                if x is not None and y is not None:
+                    parts.append(f"{name} {fmt.format(x)} / {fmt.format(y)}")
+            lines.append(f"- `{a}` vs `{b}` (two seeds): " + "; ".join(parts))
+    return lines
+
+
+def write_report(a, res: dict) -> None:
+    rows = {r["variant"]: r for r in res["rows"]}
+    m = res["machine"]
+    head = "| variant | change | seed | " + " | ".join(c[0] for c in COLS) + " |"
+    lines = ["# LDLM recipe ablation", "",
+             f"- command: `{m['command']}`",
+             f"- machine: {m.get('gpu') or m['cpu']}, {m['cpus_usable']} usable cores, {m['torch_threads']} torch threads, "
+             f"device {m['device']}, torch {m['torch']}; load average at start {m.get('loadavg_1_5_15')}",
+             f"- date: {m['date']}; commit {m['commit']}",
+             f"- config: `{res['settings']['config']}`, {res['settings']['steps']} training steps per run, "
+             f"same data and seed unless the row says otherwise",
+             f"- sampling: {res['settings']['num']} samples, {res['settings']['sample_steps']} steps, solver "
+             f"{res['settings']['solver']}, noise scale {res['settings']['noise_scale']}, seed {res['settings']['sample_seed']}",
+             f"- evaluation: protocol {res['protocol']}, evaluator {res['eval_settings'].get('evaluator', {}) and res['eval_settings']['evaluator'].get('eval_lm')}, "
+             f"references: {res['eval_settings']['references']}",
+             "- val columns: last validation pass of the run (EMA weights): diffusion MSE, its ratio to the "
+             "input-blind predictor's (1 = learned nothing), token reconstruction accuracy of decode(encode(x)), "
+             "mean cross-sequence latent cosine and spread (collapse: cosine near 1, spread near 0)",
+             "", head, "|" + "---|" * (len(COLS) + 3)]
+    data = res.get("data")
+    if data:
+        lines.append("| data (references) | held-out text | | " + " | ".join(
+            _f(get({"metrics": data}), fmt) if i < 5 else "" for i, (_, get, fmt) in enumerate(COLS)) + " |")
+    order = list(variants(0, res["settings"]["two_stage"]))
+    for name in order:
+        if name in rows:
+            r = rows[name]
+            lines.append(f"| {name} | {res['changes'][name]} | {r['seed']} | "
+                         + " | ".join(_f(get(r), fmt) for _, get, fmt in COLS) + " |")
+    missing = [n for n in order if n not in rows]
+    if missing:
+        lines += ["", f"Not run: {', '.join(missing)}."]
+    noise = seed_noise(rows)
+    if noise:
+        lines += ["", "Seed noise (differences smaller than these are not evidence):", *noise]
+    na = {f"{n}: {k}: {why}" for n, r in rows.items() for k, why in r["metrics"].get("unavailable", {}).items()}
+    if na:
+        lines += ["", "n/a:", *sorted(f"- {x}" for x in na)]
+    lines += ["", "What it shows: _to be written from the numbers above._", ""]
+    (a.out / "ablation.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(argv=None) -> dict:
+    a = parse_args(argv)
+    B.set_threads(a.threads)
+    device = B.pick_device(a.device)
+    a.device_resolved = device
+    allv = variants(a.seed, a.two_stage)
+    names = list(allv) if not a.only else [n.strip() for n in a.only.split(",") if n.strip()]
+    bad = [n for n in names if n not in allv]
+    if bad:
+        sys.exit(f"unknown variant(s) {bad}; choose from {', '.join(allv)}")
+    a.runs.mkdir(parents=True, exist_ok=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    from ldlm.config import load_config
+    from ldlm.evaluation import PROTOCOL, build_references, make_evaluation
+
+    base = load_config(a.config, ([f"train.steps={a.steps}"] if a.steps else []) + list(a.set))
+    refs, refs_b, note = build_references("valid", base, a.num, [], 0)
+    ev = make_evaluation(a.eval_lm, refs, refs_b, note, seed=0, device=device, batch_size=16, threads=a.threads)
+    settings = {"config": a.config, "steps": base.train.steps, "seed": a.seed, "two_stage": a.two_stage,
+                "num": a.num, "sample_steps": a.sample_steps, "noise_scale": a.noise_scale, "solver": a.solver,
+                "sample_seed": a.sample_seed, "set": a.set}
+    jpath = a.out / "ablation.json"
+    old_rows = {}
+    if jpath.exists():
+        try:
+            old = json.loads(jpath.read_text())
+            if old.get("settings") == settings:
+                old_rows = {r["variant"]: r for r in old["rows"]}
+        except (ValueError, KeyError):
+            pass
+    res = {"benchmark": "ablation", "protocol": PROTOCOL, "machine": B.machine_info(device), "settings": settings,
+           "changes": {n: c for n, (c, _) in allv.items()}, "overrides": {n: o for n, (_, o) in allv.items()},
+           "eval_settings": ev.settings, "data": ev.data_row(), "rows": []}
+    t0 = time.time()
+    for name in names:
+        change, overrides = allv[name]
+        run = run_variant(name, overrides, a, device)
+        done = run / "ablation-eval.json"
+        key = {"settings": settings, "checkpoint": str(run / (run / "latest").read_text().strip())}
+        row = None
+        if done.exists():
+            saved = json.loads(done.read_text())
+            if saved.get("key") == key:
+                row = saved["row"]
+        if row is None:
+            row = evaluate_run(name, run, ev, a)
+            B.write_json(done, {"key": key, "row": row})
+        res["rows"].append(row)
+        mt = row["metrics"]
+        B.log(f"[{name}] gen-PPL {_f(mt.get('gen_ppl'), '{:.1f}')}, entropy {_f(mt.get('entropy'), '{:.3f}')}, "
+              f"MAUVE {_f(mt.get('mauve'), '{:.3f}')}, recon {_f(row.get('valid', {}).get('recon_acc'), '{:.3f}')}")
+        # rows of variants not run this time (--only) but finished earlier with the same settings are kept
+        merged = {**old_rows, **{r["variant"]: r for r in res["rows"]}}
+        B.write_json(jpath, {**res, "rows": list(merged.values())})
+        write_report(a, {**res, "rows": list(merged.values())})
+    res["rows"] = list({**old_rows, **{r["variant"]: r for r in res["rows"]}}.values())
+    res["wall_s"] = time.time() - t0
+    B.write_json(jpath, res)
+    write_report(a, res)
+    B.log(f"written: {jpath}, {a.out / 'ablation.md'} ({res['wall_s']:.0f} s)")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Helpers shared by the benchmark scripts: machine description, timing statistics, peak memory."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def set_threads(n: int) -> int:
+    """Set torch's CPU threads explicitly (oversubscribed OpenMP threads distort every timing)."""
+    if n > 0:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda but no CUDA device is visible; use --device cpu")
+    return name
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(device: str) -> dict:
+    """What a reader needs to judge the numbers: CPU, cores, load, torch, device, date, commit."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "cpus_usable": usable,
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": device, "hostname": platform.node(),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "commit": git_commit(),
+            "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
+    try:
+        info["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    if device.startswith("cuda"):
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=p.name, gpu_memory_gb=round(p.total_memory / 2 ** 30, 1), cuda=torch.version.cuda)
+    return info
+
+
+def summary(xs: list[float]) -> dict:
+    """Median and spread (quartiles, min, max) of repeated measurements."""
+    xs = sorted(xs)
+    if len(xs) >= 2:
+        q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    else:
+        q1 = q3 = xs[0]
+    return {"median": statistics.median(xs), "q1": q1, "q3": q3, "min": xs[0], "max": xs[-1], "n": len(xs)}
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- memory
+def reset_peak(device: str) -> None:
+    """Start a new peak-memory window: CUDA allocator peak, or the process's RSS high-water mark."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:  # Linux: writing 5 to clear_refs resets VmHWM (peak RSS) of this process
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def current_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.memory_allocated() / 2 ** 20
+    kb = _status_kb("VmRSS")
+    return kb / 1024 if kb is not None else float("nan")
+
+
+def peak_mb(device: str) -> dict:
+    """Peak since `reset_peak`: CUDA max_memory_allocated, or peak RSS (VmHWM; ru_maxrss if unavailable)."""
+    if device.startswith("cuda"):
+        return {"peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20, "memory": "cuda max_memory_allocated"}
+    kb = _status_kb("VmHWM")
+    if kb is not None:
+        return {"peak_mb": kb / 1024, "memory": "process peak RSS (VmHWM, reset per measurement)"}
+    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "memory": "process peak RSS since start (ru_maxrss)"}
+
+
+# ---------------------------------------------------------------- timing
+def time_runs(fn, device: str, warmup: int, repeats: int, min_time: float = 0.0, max_time: float = float("inf"),
+              max_repeats: int = 50) -> list[float]:
+    """Seconds of `fn()` over repeated runs after `warmup` untimed ones: at least `repeats` runs and
+    `min_time` seconds in all (up to `max_repeats`), but stop after 3 runs once `max_time` is spent."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times: list[float] = []
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        spent = sum(times)
+        if len(times) >= max_repeats or (len(times) >= 3 and spent > max_time):
+            break
+        if len(times) >= repeats and spent >= min_time:
+            break
+    return times
+
+
+def log(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
