@@ -11,7 +11,7 @@ of the full recipe unchanged); a second seed of full and naive, so seed noise is
 
 Each run: train (runs/ablation/<variant>), sample with fixed settings, evaluate with `ldlm eval`'s
 protocol (gen-PPL, entropy, MAUVE, distinct-n; one evaluator for all runs) and read the last
-validation line of metrics.jsonl (diff, diff_ratio, recon_acc, latent_cos, latent_spread).
+validation line of metrics.jsonl (diff, diff_ratio, recon_acc, latent_cos, latent_erank).
 Resumable: a variant whose run folder holds a finished evaluation (ablation-eval.json) is skipped, an
 interrupted training is resumed. Writes bench/results/ablation.md and ablation.json.
 """
@@ -167,7 +167,8 @@ COLS = [("gen-PPL", lambda r: r["metrics"].get("gen_ppl"), "{:.1f}"),
         ("diff / trivial", lambda r: r.get("valid", {}).get("diff_ratio"), "{:.3f}"),
         ("recon acc", lambda r: r.get("valid", {}).get("recon_acc"), "{:.3f}"),
         ("latent cos", lambda r: r.get("valid", {}).get("latent_cos"), "{:.3f}"),
-        ("latent spread", lambda r: r.get("valid", {}).get("latent_spread"), "{:.3f}"),
+        ("latent erank", lambda r: r.get("valid", {}).get("latent_erank", r.get("valid", {}).get("latent_spread")),
+         "{:.3f}"),
         ("train min", lambda r: (r.get("train_wall_s") or 0) / 60 if r.get("train_wall_s") else None, "{:.1f}")]
 
 
@@ -201,7 +202,8 @@ def write_report(a, res: dict) -> None:
              f"references: {res['eval_settings']['references']}",
              "- val columns: last validation pass of the run (EMA weights): diffusion MSE, its ratio to the "
              "input-blind predictor's (1 = learned nothing), token reconstruction accuracy of decode(encode(x)), "
-             "mean cross-sequence latent cosine and spread (collapse: cosine near 1, spread near 0)",
+             "mean cross-sequence latent cosine and effective rank across the batch as a share of its maximum "
+             "(older runs: spread) (collapse: cosine near 1, rank/spread near 0)",
              "", head, "|" + "---|" * (len(COLS) + 3)]
     data = res.get("data")
     if data:
