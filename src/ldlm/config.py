@@ -67,6 +67,7 @@ class RecipeConfig:
     lambda_dec: float = 1.0  # weight of the decoder hidden-state MSE
     lambda_ce: float = 1.0  # weight of the decoder's token cross-entropy
     lambda_read: float = 1.0  # weight of the readout's CE on the frozen LM's true hidden states
+    read_fraction: float = 1.0  # share of the batch's rows that L_read uses (it costs a vocab-wide softmax)
     warmup_start: float = 0.2  # K: diffusion->encoder gradient weight is 0 for this share of training
     warmup_ramp: float = 0.1  # R: then ramps linearly to w_max over this share
     w_max: float = 1.0  # final weight of the diffusion gradient into the encoder

@@ -158,9 +158,9 @@ class LDLM(Algorithm):
                          "dec_mse": dec["dec_mse"].item()})
         if stage != 2 and rc.decoder_loss == "mse":
             loss = loss + rc.lambda_dec * dec["dec_mse"]
-            # readout anchored to the frozen LM's own hidden states (a quarter of the batch: the
-            # 30k-way softmax is the most expensive op of a step)
-            q = max(1, b // 4)
+            # readout anchored to the frozen LM's own hidden states (optionally on part of the batch:
+            # the vocabulary-wide softmax is the most expensive op of a step)
+            q = max(1, round(b * rc.read_fraction))
             read_logits = self.readout(h[:q]).float()
             m = mask[:q]
             l_read = F.cross_entropy(read_logits[m], self.readout.to_local(ids[:q][m]))
