@@ -188,3 +188,14 @@ def test_batch_iterator_covers_epoch_and_resumes():
     assert torch.equal(it2.next(), nxt)
     shards = [BatchIterator(10, 5, seed=1, rank=r, world_size=2).next() for r in range(2)]
     assert sorted(torch.cat(shards).tolist()) == list(range(10))
+
+
+def test_tiny_config_states_its_parameter_count(root):
+    import re
+
+    from ldlm.blocks import count_params
+    from ldlm.trainer import setup_model
+
+    path = f"{root}/configs/tiny.yaml"
+    stated = int(re.search(r"([\d,]+) trainable parameters", open(path).read()).group(1).replace(",", ""))
+    assert count_params(setup_model(load_config(path), torch.device("cpu"))) == stated
