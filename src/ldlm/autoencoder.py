@@ -89,7 +89,9 @@ class LatentDecoder(nn.Module):
         super().__init__()
         self.inp = nn.Linear(d, width)
         self.latent_pos = nn.Parameter(torch.zeros(n, width))
-        self.queries = nn.Parameter(torch.randn(seq_len, width) * 0.02)
+        # unit-scale position queries: positions that share a latent must differ from step 0, or the
+        # decoder starts by writing the same token at all L/N positions of a window
+        self.queries = nn.Parameter(torch.randn(seq_len, width))
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, context_width=width, dropout=dropout)
                                     for _ in range(layers))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden))

@@ -18,7 +18,7 @@ from . import checkpoint as ck
 from .algorithms import Algorithm, ids_to_text
 from .config import SampleConfig
 from .errors import UserError
-from .trainer import pick_device, setup_model
+from .trainer import autocast, pick_device, setup_model
 
 
 def load_model(path: str | Path, device: str = "auto", use_ema: bool = True) -> Algorithm:
@@ -72,7 +72,8 @@ def generate(model: Algorithm, **settings) -> list[dict]:
     t0 = time.time()
     for start in range(0, sc.num, sc.batch_size):
         n = min(sc.batch_size, sc.num - start)
-        ids = model.generate_ids(n, sc, g, device)
+        with autocast(device, model.cfg.train.bf16):
+            ids = model.generate_ids(n, sc, g, device)
         toks, texts = ids_to_text(model.tokenizer, ids.cpu())
         records.extend({"text": t, "tokens": k} for t, k in zip(texts, toks))
     per_sample = (time.time() - t0) / sc.num
