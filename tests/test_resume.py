@@ -50,12 +50,23 @@ def wait_for(pred, timeout=120.0, proc=None):
         time.sleep(0.05)
 
 
-def last_logged_step(run: Path) -> int:
+def resumed_step(run: Path) -> int:
+    """The last step logged after the latest "resume" event (0 before the resumed run logs one)."""
     try:
-        steps = losses(run)
-    except (FileNotFoundError, json.JSONDecodeError):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
         return 0
-    return max(steps, default=0)
+    resumed, step = False, 0
+    for ln in lines:
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("event") == "resume":
+            resumed, step = True, 0
+        elif resumed and "event" not in rec and "split" not in rec:
+            step = rec["step"]
+    return step
 
 
 def test_sigkill_then_sigterm_then_resume_reproduces_losses_exactly(tmp_path):
@@ -76,7 +87,9 @@ def test_sigkill_then_sigterm_then_resume_reproduces_losses_exactly(tmp_path):
 
     # 2. resume, then SIGTERM: it must save a checkpoint at the step it stopped and exit 128 + 15
     p = launch(["--out", str(run), "--resume"], tmp_path)
-    wait_for(lambda: last_logged_step(run) > killed_at + 1, proc=p)
+    # the killed run may have logged past its last checkpoint: wait for a step that the *resumed*
+    # process logged (after its "resume" event), so the signal lands inside training
+    wait_for(lambda: resumed_step(run) > killed_at, proc=p)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 128 + signal.SIGTERM, err
