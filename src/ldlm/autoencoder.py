@@ -38,17 +38,24 @@ class LatentNorm(nn.Module):
         return z
 
 
-def window_owner(seq_len: int, n: int, device=None) -> torch.Tensor:
-    """Latent j "owns" token positions [j L/N, (j+1) L/N): owner[i] = i * N // L."""
-    return torch.arange(seq_len, device=device) * n // seq_len
+def to_windows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, L, W] -> [B, N, ceil(L/N) * W]: consecutive windows of positions, concatenated in order
+    (zero-padded at the end when N does not divide L)."""
+    b, L, w = x.shape
+    r = -(-L // n)
+    if r * n != L:
+        x = F.pad(x, (0, 0, 0, r * n - L))
+    return x.reshape(b, n, r * w)
 
 
 class LatentEncoder(nn.Module):
     """Perceiver resampler: N learned queries self-attend and cross-attend to the LM's hidden states.
 
-    Each query starts from the masked mean of its own window of L/N positions (ours): attention can
-    still route anything anywhere, but the identity-like routing an autoencoder needs first is
-    there from step 0 instead of being discovered, which made reconstruction learn much faster.
+    Each query starts from its own window of L/N positions, "patchified" (ours): the window's
+    states are concatenated in order and projected, like a ViT patch embedding. Attention can still
+    route anything anywhere, but the identity-like routing an autoencoder needs first is there from
+    step 0. (A masked *mean* over the window lost the order inside it, and the decoder learned to
+    write one token L/N times.)
     """
 
     def __init__(self, hidden: int, seq_len: int, n: int, d: int, width: int, layers: int, heads: int,
@@ -57,6 +64,8 @@ class LatentEncoder(nn.Module):
         self.inp = nn.Linear(hidden, width)
         self.pos = nn.Parameter(torch.zeros(seq_len, width))
         self.queries = nn.Parameter(torch.randn(n, width) * 0.02)
+        self.window = -(-seq_len // n)  # ceil(L / N) positions per latent (the last window may be short)
+        self.patch = nn.Linear(self.window * width, width)
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, context_width=width, dropout=dropout)
                                     for _ in range(layers))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, d))
@@ -65,12 +74,7 @@ class LatentEncoder(nn.Module):
     def forward(self, h, mask, normalise: bool = True):
         """h [B, L, D] normalised LM states, mask [B, L] -> z0 [B, N, d]."""
         ctx = self.inp(h) + self.pos[: h.shape[1]]
-        b, L, w = ctx.shape
-        owner = window_owner(L, self.queries.shape[0], h.device)
-        m = mask.to(ctx.dtype).unsqueeze(-1)
-        sums = ctx.new_zeros(b, self.queries.shape[0], w).index_add_(1, owner, ctx * m)
-        counts = m.new_zeros(b, self.queries.shape[0], 1).index_add_(1, owner, m)
-        x = self.queries + sums / counts.clamp_min(1.0)
+        x = self.queries + self.patch(to_windows(ctx * mask.unsqueeze(-1).to(ctx.dtype), self.queries.shape[0]))
         for blk in self.blocks:
             x = blk(x, context=ctx, context_mask=mask)
         z = self.out(x)
@@ -80,8 +84,8 @@ class LatentEncoder(nn.Module):
 class LatentDecoder(nn.Module):
     """L position queries self-attend and cross-attend to the N latents; output in the LM's hidden space.
 
-    Each position's query starts from the latent that owns its window (the mirror of the encoder's
-    window pooling), then attention refines.
+    Each position's query starts from its slice of an "unpatchified" projection of the latent that
+    owns its window (the mirror of the encoder's patch embedding), then attention refines.
     """
 
     def __init__(self, hidden: int, seq_len: int, n: int, d: int, width: int, layers: int, heads: int,
@@ -92,14 +96,16 @@ class LatentDecoder(nn.Module):
         # unit-scale position queries: positions that share a latent must differ from step 0, or the
         # decoder starts by writing the same token at all L/N positions of a window
         self.queries = nn.Parameter(torch.randn(seq_len, width))
+        self.window = -(-seq_len // n)
+        self.unpatch = nn.Linear(width, self.window * width)  # the mirror of the encoder's patch embedding
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, context_width=width, dropout=dropout)
                                     for _ in range(layers))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden))
 
     def forward(self, z):
         ctx = self.inp(z) + self.latent_pos
-        owner = window_owner(self.queries.shape[0], z.shape[1], z.device)
-        x = self.queries + ctx[:, owner]
+        b, n, w = ctx.shape
+        x = self.queries + self.unpatch(ctx).reshape(b, n * self.window, w)[:, : self.queries.shape[0]]
         for blk in self.blocks:
             x = blk(x, context=ctx)
         return self.out(x)
