@@ -16,10 +16,12 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# Train the tiny LDLM on the built-in Shakespeare corpus, then sample and print.
+# Train the tiny LDLM on the built-in Shakespeare corpus, sample, print samples and metrics.
+# (--resume: running it again continues or reuses runs/demo instead of refusing to overwrite it)
 demo: setup
 	$(BIN)/ldlm train --config configs/tiny.yaml --out runs/demo --resume
 	$(BIN)/ldlm sample --ckpt runs/demo --num 64 --steps 50 --out runs/demo/samples.jsonl --show 12
+	$(BIN)/ldlm eval runs/demo/samples.jsonl --out runs/demo/eval.json
 
 test: setup
 	$(BIN)/python -m pytest -q -x
