@@ -167,7 +167,7 @@ COLS = [("gen-PPL", lambda r: r["metrics"].get("gen_ppl"), "{:.1f}"),
         ("diff / trivial", lambda r: r.get("valid", {}).get("diff_ratio"), "{:.3f}"),
         ("recon acc", lambda r: r.get("valid", {}).get("recon_acc"), "{:.3f}"),
         ("latent cos", lambda r: r.get("valid", {}).get("latent_cos"), "{:.3f}"),
-        ("latent erank", lambda r: r.get("valid", {}).get("latent_erank", r.get("valid", {}).get("latent_spread")),
+        ("latent erank", lambda r: r.get("valid", {}).get("latent_erank"),
          "{:.3f}"),
         ("train min", lambda r: (r.get("train_wall_s") or 0) / 60 if r.get("train_wall_s") else None, "{:.1f}")]
 
@@ -203,7 +203,7 @@ def write_report(a, res: dict) -> None:
              "- val columns: last validation pass of the run (EMA weights): diffusion MSE, its ratio to the "
              "input-blind predictor's (1 = learned nothing), token reconstruction accuracy of decode(encode(x)), "
              "mean cross-sequence latent cosine and effective rank across the batch as a share of its maximum "
-             "(older runs: spread) (collapse: cosine near 1, rank/spread near 0)",
+             "(collapse: cosine near 1, rank near 0)",
              "", head, "|" + "---|" * (len(COLS) + 3)]
     data = res.get("data")
     if data:
