@@ -54,7 +54,10 @@ def plot_training(run_dir: Path) -> list[Path]:
     dens = [r for r in valid if "t_density" in r]
     if dens:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for r in dens[:: max(1, len(dens) // 5)] + [dens[-1]]:
+        picks = dens[:: max(1, len(dens) // 5)]
+        if picks[-1] is not dens[-1]:
+            picks.append(dens[-1])
+        for r in picks:
             ax.plot(r["t_centres"], r["t_density"], label=f"step {r['step']}")
         ax.set_xlabel("t")
         ax.set_ylabel("density")
