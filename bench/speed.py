@@ -274,7 +274,7 @@ def main(argv=None) -> dict:
                 gc.collect()
                 trainer = make_trainer(algo, args, device, cfg)
             res["training"].append(measure_training(algo, trainer, plan, device))
-        del model, trainer
+        model = trainer = None  # free before the next model is built
         gc.collect()
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
