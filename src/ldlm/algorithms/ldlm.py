@@ -66,7 +66,6 @@ class LDLM(Algorithm):
         self.schedule = make_schedule(m.schedule, m.schedule_d)
         self.timesteps = make_timesteps(cfg.recipe)
         self.feats: dict[str, torch.Tensor] = {}
-        self.last_w = 0.0
 
     # -- data -----------------------------------------------------------------------------
     def prepare(self, corpus: Corpus, device) -> None:
@@ -132,7 +131,6 @@ class LDLM(Algorithm):
 
         # 1. diffusion loss; its gradient into the encoder is scaled by the warmup weight w
         w = encoder_weight(step, total_steps, rc.warmup_start, rc.warmup_ramp, rc.w_max)
-        self.last_w = w
         if stage != 1:
             z0_diff = mix_gradient(z0, w)
             target = z0_diff.detach() if rc.diff_target_stopgrad else z0_diff
