@@ -99,13 +99,24 @@ def shakespeare_passages(words: int = 40) -> list[str]:
     return out
 
 
-def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
+def open_text_file(path: str | Path, what: str) -> tuple[str, str]:
+    """The checks every reader of a user's text file needs (corpora, samples files): it exists, is a
+    file, is .txt or .jsonl, and is UTF-8. Returns (suffix, text); problems are one-line UserErrors."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} '{path}' not found; pass an existing .txt or .jsonl file")
+    if p.is_dir():
+        raise UserError(f"{what} '{path}' is a folder; pass a .txt or .jsonl file")
+    suffix = p.suffix.lower()
+    if suffix not in (".txt", ".jsonl"):
+        raise UserError(f"{what} '{path}' has suffix '{suffix}'; use .txt (one text per line) or .jsonl "
+                        f"(a 'text' field per line)")
+    data = p.read_bytes()
     try:
-        return data.decode("utf-8")
+        return suffix, data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise UserError(f"corpus '{path}' is not UTF-8 (byte {e.start}, line {line}); "
+        raise UserError(f"{what} '{path}' is not UTF-8 (byte {e.start}, line {line}); "
                         f"convert it, e.g. `iconv -f latin1 -t utf-8`") from None
 
 
@@ -122,15 +133,7 @@ def _check_line_lengths(path, text: str, max_chars: int) -> None:
 
 def read_corpus_file(path: str, max_line_chars: int = 100000) -> list[str]:
     """A local corpus: `.txt` (one passage per line) or `.jsonl` (one object with a `text` field per line)."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"corpus '{path}' not found; pass an existing .txt or .jsonl file")
-    if p.is_dir():
-        raise UserError(f"corpus '{path}' is a folder; pass a .txt or .jsonl file")
-    suffix = p.suffix.lower()
-    if suffix not in (".txt", ".jsonl"):
-        raise UserError(f"corpus '{path}' has suffix '{suffix}'; use .txt (a passage per line) or .jsonl (a 'text' field)")
-    text = _read_utf8(p)
+    suffix, text = open_text_file(path, "corpus")
     _check_line_lengths(path, text, max_line_chars)
     passages: list[str] = []
     if suffix == ".txt":

@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 
 from . import metrics as M
+from .data import open_text_file
 from .errors import UserError
 
 PROTOCOL = "ldlm-eval-v1"  # bump when anything changes what the numbers mean
@@ -26,18 +27,7 @@ def read_samples(path: str | Path, what: str = "samples file") -> tuple[list[str
     `.jsonl`: one object per line with a `text` field (what `ldlm sample --out` writes); empty texts
     are kept, since a model that emits nothing must be scored for it. `.txt`: one sample per line.
     """
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{what} '{path}' not found; pass a .jsonl (e.g. from `ldlm sample --out`) or a .txt")
-    if p.is_dir():
-        raise UserError(f"{what} '{path}' is a folder; pass a .jsonl or .txt file")
-    suffix = p.suffix.lower()
-    if suffix not in (".jsonl", ".txt"):
-        raise UserError(f"{what} '{path}' has suffix '{suffix}'; use .jsonl ('text' field) or .txt (one per line)")
-    try:
-        raw = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{what} '{path}' is not UTF-8 (byte {e.start}); convert it to UTF-8") from None
+    suffix, raw = open_text_file(path, what)
     texts: list[str] = []
     meta: dict = {}
     if suffix == ".txt":
