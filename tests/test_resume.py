@@ -50,21 +50,21 @@ def wait_for(pred, timeout=120.0, proc=None):
         time.sleep(0.05)
 
 
-def resumed_step(run: Path) -> int:
-    """The last step logged after the latest "resume" event (0 before the resumed run logs one)."""
+def last_step(run: Path, after: str) -> int:
+    """The last training step logged after the latest `after` event ("start"/"resume"); 0 before one."""
     try:
         lines = (run / "metrics.jsonl").read_text().splitlines()
     except FileNotFoundError:
         return 0
-    resumed, step = False, 0
+    seen, step = False, 0
     for ln in lines:
         try:
             rec = json.loads(ln)
         except json.JSONDecodeError:
             continue
-        if rec.get("event") == "resume":
-            resumed, step = True, 0
-        elif resumed and "event" not in rec and "split" not in rec:
+        if rec.get("event") == after:
+            seen, step = True, 0
+        elif seen and "event" not in rec and "split" not in rec:
             step = rec["step"]
     return step
 
@@ -76,10 +76,11 @@ def test_sigkill_then_sigterm_then_resume_reproduces_losses_exactly(tmp_path):
     assert p.wait(timeout=300) == 0, p.communicate()
 
     run = tmp_path / "run"
-    # 1. SIGKILL at a random moment after the first checkpoint exists
+    # 1. SIGKILL at a random step after the first checkpoint exists, early enough that training is
+    #    still running (a time-based delay let a fast machine finish all 14 steps first)
+    target = random.Random(os.getpid()).randint(3, 7)
     p = launch(["--config", MICRO, "--out", str(run), *overrides(cache)], tmp_path)
-    wait_for(lambda: (run / "latest").exists(), proc=p)
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))
+    wait_for(lambda: (run / "latest").exists() and last_step(run, "start") >= target, proc=p)
     p.send_signal(signal.SIGKILL)
     p.wait()
     killed_at = int((run / "latest").read_text().strip().split("-")[1])
@@ -89,7 +90,7 @@ def test_sigkill_then_sigterm_then_resume_reproduces_losses_exactly(tmp_path):
     p = launch(["--out", str(run), "--resume"], tmp_path)
     # the killed run may have logged past its last checkpoint: wait for a step that the *resumed*
     # process logged (after its "resume" event), so the signal lands inside training
-    wait_for(lambda: resumed_step(run) > killed_at, proc=p)
+    wait_for(lambda: last_step(run, "resume") > killed_at, proc=p)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 128 + signal.SIGTERM, err
