@@ -15,6 +15,11 @@ cheapest such crossing wins. Both are then timed again, interleaved, --timing-re
 (MDLM at the crossing's steps rounded up); ratio = MDLM time / LDLM time, median and min-max over
 the repeats. If MDLM never reaches it, the JSON and the output say so (and give a lower bound).
 
+The converse match is always reported too ("at_mdlm_best"): MDLM's best gen-PPL by the same rule,
+charged at MDLM's cheapest point within --ppl-tol of it (its quality is often flat in steps), and the
+fastest LDLM point at least as good (gen-PPL no higher, entropy no more than --entropy-tol lower), both
+retimed the same way. When MDLM is the weaker model this is the defined speed ratio at matched quality.
+
 Writes bench/results/frontier.json, frontier.csv, frontier.png (samples under frontier-samples/).
 """
 from __future__ import annotations
@@ -50,6 +55,8 @@ def parse_args(argv=None):
     for k in FULL:
         p.add_argument("--" + k.replace("_", "-"), type=type(FULL[k]), help=f"default {FULL[k]!r} (--quick {QUICK[k]!r})")
     p.add_argument("--entropy-tol", type=float, default=0.3, help="nats: 'similar entropy' (default 0.3)")
+    p.add_argument("--ppl-tol", type=float, default=0.1,
+                   help="converse match: MDLM is charged for its cheapest point within this share of its best gen-PPL")
     p.add_argument("--ldlm-best", help="label of the LDLM setting to use for the headline instead of the rule")
     p.add_argument("--eval-lm", help="evaluator (default smollm2, offline); see `ldlm eval --help`")
     p.add_argument("--threads", type=int, default=2)
@@ -184,14 +191,44 @@ def headline(rows: list[dict], data: dict | None, tol: float, forced: str | None
     return out
 
 
-def retime(h: dict, models: dict, a) -> None:
-    """Time LDLM's best setting and MDLM at the crossing again, interleaved; adds ratio statistics."""
+def at_mdlm_best(rows: list[dict], data: dict | None, tol: float, ppl_tol: float = 0.1) -> dict:
+    """The converse match: MDLM's best quality and LDLM's fastest setting that is at least as good.
+
+    Defined even when MDLM never reaches LDLM's best (then the headline ratio only has a lower bound):
+    MDLM's best = its lowest gen-PPL with entropy >= data entropy - tol (else its highest-entropy point);
+    MDLM's cost = its cheapest point within ppl_tol (relative) of that gen-PPL at entropy within tol, so
+    that a flat quality-vs-steps curve is not charged for its most expensive point; LDLM's match = the
+    fastest LDLM point with gen-PPL <= MDLM's best and entropy >= MDLM's - tol.
+    """
+    ok = lambda r: r.get("gen_ppl") is not None and r.get("entropy") is not None  # noqa: E731
+    ld = [r for r in rows if r["algo"] == "ldlm" and ok(r)]
+    md = [r for r in rows if r["algo"] == "mdlm" and ok(r)]
+    out: dict = {"rule": f"MDLM: lowest gen-PPL with entropy >= data entropy - tol, charged at its cheapest point within "
+                 f"{ppl_tol:.0%} of it; LDLM: fastest point with gen-PPL <= MDLM's lowest and entropy >= MDLM's - tol",
+                 "entropy_tol": tol, "ppl_tol": ppl_tol}
+    if not ld or not md:
+        return {**out, "status": "unavailable: gen-PPL missing for LDLM or MDLM"}
+    data_h = data.get("entropy") if data else None
+    cands = [r for r in md if data_h is None or r["entropy"] >= data_h - tol]
+    best = min(cands, key=lambda r: r["gen_ppl"]) if cands else max(md, key=lambda r: r["entropy"])
+    near = [r for r in md if r["gen_ppl"] <= best["gen_ppl"] * (1 + ppl_tol) and abs(r["entropy"] - best["entropy"]) <= tol]
+    m = min(near, key=lambda r: r["sec_per_sample"])
+    matches = [r for r in ld if r["gen_ppl"] <= best["gen_ppl"] and r["entropy"] >= best["entropy"] - tol]
+    pick = lambda r: {k: r.get(k) for k in ("label", *KEYS, "gen_ppl", "entropy", "mauve", "sec_per_sample")}  # noqa: E731
+    out.update(mdlm_best=pick(best), mdlm=pick(m))
+    if not matches:
+        return {**out, "status": "ldlm_never_reaches",
+                "message": f"no LDLM setting reaches MDLM's best gen-PPL {best['gen_ppl']:.1f} at entropy >= "
+                           f"{best['entropy'] - tol:.3f}"}
+    l = min(matches, key=lambda r: r["sec_per_sample"])
+    out.update(status="ok", ldlm=pick(l), ratio_from_sweep=m["sec_per_sample"] / l["sec_per_sample"])
+    return out
+
+
+def time_pair(models: dict, ld: dict, md: dict, a) -> dict:
+    """Time one LDLM and one MDLM setting, interleaved, --timing-repeats times after a warm-up of each."""
     from ldlm.generate import generate
 
-    if h.get("status") != "ok":
-        return
-    ld = {k: h["ldlm"][k] for k in KEYS if h["ldlm"].get(k) is not None}
-    md = {"steps": max(1, math.ceil(h["mdlm"]["steps"] - 1e-9)), "temperature": h["mdlm"]["temperature"]}
     n = a.timing_num
     run = {"ldlm": lambda: generate(models["ldlm"], num=n, batch_size=n, seed=a.sample_seed, **ld)[0]["sec_per_sample"],
            "mdlm": lambda: generate(models["mdlm"], num=n, batch_size=n, seed=a.sample_seed, **md)[0]["sec_per_sample"]}
@@ -201,9 +238,22 @@ def retime(h: dict, models: dict, a) -> None:
         tl.append(run["ldlm"]())
         tm.append(run["mdlm"]())
     ratios = [m / l for m, l in zip(tm, tl)]
-    h["timing"] = {"num": n, "batch_size": n, "repeats": a.timing_repeats, "ldlm_setting": ld, "mdlm_setting": md,
-                   "ldlm_sec_per_sample": B.summary(tl), "mdlm_sec_per_sample": B.summary(tm),
-                   "ratio": B.summary(ratios)}
+    return {"num": n, "batch_size": n, "repeats": a.timing_repeats, "ldlm_setting": ld, "mdlm_setting": md,
+            "ldlm_sec_per_sample": B.summary(tl), "mdlm_sec_per_sample": B.summary(tm), "ratio": B.summary(ratios)}
+
+
+def settings_of(point: dict) -> dict:
+    return {k: point[k] for k in KEYS if point.get(k) is not None}
+
+
+def retime(h: dict, models: dict, a) -> None:
+    """Time both matched pairs again, interleaved; adds ratio statistics (median and spread)."""
+    if h.get("status") == "ok":
+        md = {"steps": max(1, math.ceil(h["mdlm"]["steps"] - 1e-9)), "temperature": h["mdlm"]["temperature"]}
+        h["timing"] = time_pair(models, settings_of(h["ldlm"]), md, a)
+    conv = h.get("at_mdlm_best", {})
+    if conv.get("status") == "ok":
+        conv["timing"] = time_pair(models, settings_of(conv["ldlm"]), settings_of(conv["mdlm"]), a)
 
 
 # ---------------------------------------------------------------- outputs
@@ -219,6 +269,18 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
+
+
+def converse_message(c: dict) -> str:
+    if c.get("status") != "ok":
+        return f"at MDLM's best quality: {c.get('message') or c.get('status')}"
+    t = c.get("timing", {}).get("ratio")
+    return (f"at MDLM's best quality (gen-PPL {c['mdlm_best']['gen_ppl']:.1f} at {c['mdlm_best']['label']}; "
+            f"charged at MDLM {c['mdlm']['label']}, gen-PPL {c['mdlm']['gen_ppl']:.1f}, entropy "
+            f"{c['mdlm']['entropy']:.2f}), LDLM {c['ldlm']['label']} (gen-PPL {c['ldlm']['gen_ppl']:.1f}, entropy "
+            f"{c['ldlm']['entropy']:.2f}) is "
+            + (f"{t['median']:.2f}x faster (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
+               else f"{c['ratio_from_sweep']:.2f}x faster (from the sweep)"))
 
 
 def plot(path: Path, rows: list[dict], data: dict | None, h: dict, title: str) -> None:
@@ -257,6 +319,13 @@ def plot(path: Path, rows: list[dict], data: dict | None, h: dict, title: str) -
                f"n={t['n']})" if t else f"ratio from the sweep: {h['ratio_from_sweep']:.2f}x")
     else:
         txt = h.get("message") or h.get("status", "")
+    conv = h.get("at_mdlm_best", {})
+    if conv.get("status") == "ok":
+        ax.scatter([conv["mdlm"]["entropy"]], [conv["mdlm"]["gen_ppl"]], marker="s", s=160, facecolors="none",
+                   edgecolors="tab:red", linewidths=1.5, zorder=6, label="MDLM near its best (timed)")
+        ax.scatter([conv["ldlm"]["entropy"]], [conv["ldlm"]["gen_ppl"]], marker="D", s=120, facecolors="none",
+                   edgecolors="tab:red", linewidths=1.5, zorder=6, label="fastest LDLM at least as good")
+        txt += ". " + converse_message(conv)
     import textwrap
 
     ax.set_yscale("log")
@@ -336,7 +405,8 @@ def main(argv=None) -> dict:
         del model
         gc.collect()
     h = headline(res["rows"], res["data"], a.entropy_tol, a.ldlm_best)
-    if h.get("status") == "ok" and "mdlm" in runs:
+    h["at_mdlm_best"] = at_mdlm_best(res["rows"], res["data"], a.entropy_tol, a.ppl_tol)
+    if "mdlm" in runs and "ok" in (h.get("status"), h["at_mdlm_best"].get("status")):
         models = {k: load_model(runs[k], device=device) for k in ("ldlm", "mdlm")}
         retime(h, models, a)
         del models
@@ -356,6 +426,7 @@ def main(argv=None) -> dict:
     else:
         msg = f"headline: {h.get('message') or h.get('status')}"
     B.log(msg)
+    B.log(converse_message(h["at_mdlm_best"]))
     B.log(f"written: {jpath}, frontier.csv, frontier.png ({res['wall_s']:.0f} s)")
     return res
 

@@ -7,7 +7,7 @@ and tokens/s; peak memory per measurement (CPU: peak RSS of the process, reset b
 measurement, so it includes the resident model; CUDA: max_memory_allocated).
 
     .venv/bin/python bench/speed.py --quick                   # about a minute; prints one JSON object
-    .venv/bin/python bench/speed.py                           # full: bench/results/speed.json + speed.png
+    .venv/bin/python bench/speed.py                           # full: bench/results/speed.json, .png, .md
     .venv/bin/python bench/speed.py --ckpt-ldlm runs/tiny --ckpt-mdlm runs/tiny-mdlm --ckpt-ar runs/tiny-ar
 
 Without checkpoints the models have random weights (sampling cost does not depend on the weights,
@@ -57,6 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override applied to every model (e.g. data.max_passages=2000)")
     p.add_argument("--out", help="JSON path (default bench/results/speed.json; --quick prints only)")
+    p.add_argument("--report", metavar="JSON", help="only re-render the Markdown table (speed.md) of a saved speed.json")
     return p.parse_args(argv)
 
 
@@ -233,12 +234,48 @@ def plot(path: Path, res: dict) -> None:
     plt.close(fig)
 
 
+def _ms(s: dict) -> str:
+    return f"{s['median'] * 1000:.1f} [{s['q1'] * 1000:.1f}–{s['q3'] * 1000:.1f}]"
+
+
+def markdown(res: dict) -> str:
+    """The sampling and training tables of a speed.json, as Markdown (medians with the IQR)."""
+    m = res["machine"]
+    lines = [f"Machine: {m.get('gpu') or m['cpu']}, {m['cpus_usable']} usable cores, {m['torch_threads']} torch threads, "
+             f"device {m['device']}, torch {m['torch']}; {m['date']}, commit {m['commit']}; load average at start "
+             f"{m.get('loadavg_1_5_15')}, at end {m.get('loadavg_end')}.", "",
+             f"Command: `{m['command']}`", "",
+             "| model | setting | batch | ms/sample, median [IQR] | tokens/s | peak memory (MB) |",
+             "|---|---|---|---|---|---|"]
+    for r in res["sampling"]:
+        if r["algo"] == "ldlm":
+            setting = f"{r['steps']} steps, {r['solver']}"
+        elif r["algo"] == "mdlm":
+            setting = f"{r['steps']} steps, cache {'on' if r.get('cache') else 'off'}"
+        else:
+            setting = "one pass, KV cache"
+        lines.append(f"| {r['algo'].upper()} | {setting} | {r['batch']} | {_ms(r['sec_per_sample'])} | "
+                     f"{r['tokens_per_s']:.0f} | {r['peak_mb']:.0f} |")
+    if res["training"]:
+        lines += ["", "| model | training step, batch | s/step, median [IQR] | tokens/s | peak memory (MB) |",
+                  "|---|---|---|---|---|"]
+        for r in res["training"]:
+            s = r["step_s"]
+            lines.append(f"| {r['algo'].upper()} | {r['batch']} × {r['seq_len']}{', bf16' if r.get('bf16') else ''} | "
+                         f"{s['median']:.3f} [{s['q1']:.3f}–{s['q3']:.3f}] | {r['tokens_per_s']:.0f} | {r['peak_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> dict:
     import json
 
     import torch
 
     args = parse_args(argv)
+    if args.report:
+        res = json.loads(Path(args.report).read_text())
+        Path(args.report).with_suffix(".md").write_text(markdown(res), encoding="utf-8")
+        return res
     threads = B.set_threads(args.threads)
     device = B.pick_device(args.device)
     base = QUICK if args.quick else FULL
@@ -256,7 +293,9 @@ def main(argv=None) -> dict:
            "notes": ["sec_per_sample = time of model.generate_ids for a batch / batch size (fp32, no detokenisation)",
                      "tokens_per_s = batch x seq_len / time (positions produced; AR with random weights runs to full length)",
                      "CPU peak_mb is the process peak RSS within the measurement (includes the resident model, "
-                     "and for LDLM the frozen LM, which sampling does not use)"]}
+                     "and for LDLM the frozen LM, which sampling does not use; models are measured in one process, so "
+                     "a later model's peak can include memory the allocator kept from an earlier one: run --algos X "
+                     "alone for a clean figure)"]}
     seq_lens = set()
     for algo in algos:
         B.log(f"{algo}: building")
@@ -289,7 +328,8 @@ def main(argv=None) -> dict:
     out = Path(args.out) if args.out else B.RESULTS / "speed.json"
     B.write_json(out, res)
     plot(out.with_suffix(".png"), res)
-    B.log(f"written: {out}, {out.with_suffix('.png')} ({res['wall_s']:.0f} s)")
+    out.with_suffix(".md").write_text(markdown(res), encoding="utf-8")
+    B.log(f"written: {out}, {out.with_suffix('.png')}, {out.with_suffix('.md')} ({res['wall_s']:.0f} s)")
     return res
 
 

@@ -50,6 +50,22 @@ def test_headline_says_when_mdlm_never_reaches():
     assert h["ratio_lower_bound_from_sweep"] == pytest.approx(0.03 / 0.008)
 
 
+def test_converse_match_takes_mdlm_best_and_fastest_ldlm_at_least_as_good():
+    rows = [r for r in _rows() if r["label"] not in ("S256 T1.0",)]  # MDLM's best is now S64 T1.0 (150, 3.45)
+    c = frontier.at_mdlm_best(rows, {"entropy": 3.4}, tol=0.3, ppl_tol=0.1)
+    assert c["status"] == "ok" and c["mdlm_best"]["label"] == "S64 T1.0"  # S16 T0.8 is lower but too low in entropy
+    assert c["mdlm"]["label"] == "S64 T1.0"  # S16 T1.0 (300) is not within 10 % of 150
+    assert c["ldlm"]["label"] == "S10 ns1.0"  # both S10 and S50 at ns1.0 beat 150; S10 is the faster
+    assert c["ratio_from_sweep"] == pytest.approx(0.03 / 0.002)
+    # a flat MDLM curve is charged at its cheapest point near the best, not at its most expensive one
+    flat = rows + [_row("mdlm", "S1024 T1.0", 140.0, 3.44, 0.5, steps=1024, temperature=1.0)]
+    c = frontier.at_mdlm_best(flat, {"entropy": 3.4}, tol=0.3, ppl_tol=0.1)
+    assert c["mdlm_best"]["label"] == "S1024 T1.0" and c["mdlm"]["label"] == "S64 T1.0"
+    assert c["ldlm"]["gen_ppl"] <= 140.0
+    worse = [dict(r, gen_ppl=r["gen_ppl"] * 10) if r["algo"] == "ldlm" else r for r in rows]
+    assert frontier.at_mdlm_best(worse, {"entropy": 3.4}, tol=0.3)["status"] == "ldlm_never_reaches"
+
+
 def test_headline_without_gen_ppl():
     rows = [dict(r, gen_ppl=None) for r in _rows()]
     assert frontier.headline(rows, None, 0.3)["status"].startswith("unavailable")
