@@ -1,5 +1,5 @@
-"""Fast checks of the benchmark scripts' logic (no models): the headline ratio rule, statistics,
-the ablation's variants and resume check. The scripts themselves are smoke-tested with --quick."""
+"""The benchmark scripts: their rules (headline ratio, converse match, statistics, ablation variants and
+resume check) without models, and each script end to end on micro models (--quick, a random evaluator)."""
 import math
 import sys
 from pathlib import Path
@@ -91,3 +91,63 @@ def test_ablation_variants_are_valid_configs(root):
     assert cfgs["naive"].recipe.decoder_loss == "ce" and cfgs["naive"].recipe.timesteps == "uniform"
     assert ablation.config_diff(cfgs["full"].to_dict(), cfgs["full"].to_dict()) == []
     assert ablation.config_diff(cfgs["full"].to_dict(), cfgs["uniform-t"].to_dict()) == ["recipe.timesteps"]
+
+
+def test_speed_script_on_micro_models_writes_json_table_and_plot(root, tmp_path):
+    import json
+
+    import speed
+
+    out = tmp_path / "speed.json"
+    cfg = Path(root) / "configs"
+    res = speed.main(["--quick", "--threads", "1", "--config-ldlm", str(cfg / "micro.yaml"),
+                      "--config-mdlm", str(cfg / "micro-mdlm.yaml"), "--config-ar", str(cfg / "micro-ar.yaml"),
+                      "--ldlm-steps", "2,4", "--mdlm-steps", "4", "--mdlm-nocache-steps", "4", "--batches", "2",
+                      "--set", f"data.cache_dir={tmp_path / 'cache'}", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["plan"]["ldlm"] == [2, 4] and {m for m in saved["models"]} == {"ldlm", "mdlm", "ar"}
+    rows = saved["sampling"]
+    assert [(r["algo"], r.get("steps"), r.get("cache")) for r in rows if r["algo"] != "ar"] == [
+        ("ldlm", 2, None), ("ldlm", 4, None), ("mdlm", 4, True), ("mdlm", 4, False)]
+    assert all(r["sec_per_sample"]["median"] > 0 and r["batch"] == 2 for r in rows)
+    assert [t["algo"] for t in saved["training"]] == ["ldlm", "mdlm", "ar"]
+    table = out.with_suffix(".md").read_text()
+    assert table.count("\n| LDLM |") == 3 and "| MDLM | 4 steps, cache off | 2 |" in table  # 2 sampling + 1 training
+    assert out.with_suffix(".png").stat().st_size > 0 and res["wall_s"] > 0
+    out.with_suffix(".md").unlink()
+    speed.main(["--report", str(out)])  # re-rendered from the JSON alone
+    assert out.with_suffix(".md").read_text() == table
+
+
+def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
+    """Three micro runs, tiny grids, a random evaluator: every point scored, both headlines decided, outputs."""
+    res = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])
+    labels = {(r["algo"], r["label"]) for r in res["rows"]}
+    assert labels == {("ldlm", "S5 ns1.0"), ("ldlm", "S10 ns1.0"), ("mdlm", "S4 T1.0"), ("mdlm", "S16 T1.0"),
+                      ("ar", "T1.0 p1.0")}
+    assert all(r["gen_ppl"] > 1 and r["sec_per_sample"] > 0 for r in res["rows"])
+    h = res["headline"]
+    assert h["status"] in ("ok", "mdlm_never_reaches")
+    conv = h["at_mdlm_best"]
+    assert conv["status"] in ("ok", "ldlm_never_reaches")
+    if conv["status"] == "ok":  # retimed, interleaved, --quick's 2 repeats
+        assert conv["timing"]["ratio"]["n"] == 2 and conv["ldlm"]["gen_ppl"] <= conv["mdlm_best"]["gen_ppl"]
+    for f in ("frontier.json", "frontier.csv", "frontier.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    again = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])
+    assert [r["gen_ppl"] for r in again["rows"]] == [r["gen_ppl"] for r in res["rows"]]  # points reused
+
+
+def test_ablation_script_quick_end_to_end(random_lm, tmp_path):
+    args = ["--quick", "--only", "full,naive", "--threads", "1", "--eval-lm", random_lm, "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path), "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    res = ablation.main(args)
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert set(rows) == {"full", "naive"}
+    assert rows["naive"]["recipe"]["decoder_loss"] == "ce" and rows["full"]["recipe"]["decoder_loss"] == "mse"
+    for r in rows.values():
+        assert r["metrics"]["gen_ppl"] > 1 and r["valid"]["step"] == r["steps"] and 0 < r["valid"]["latent_erank"] <= 1
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| full | full recipe | 0 |" in table and "| naive |" in table
+    again = ablation.main(args)  # finished runs are not retrained or re-scored
+    assert [r["metrics"]["gen_ppl"] for r in again["rows"]] == [r["metrics"]["gen_ppl"] for r in res["rows"]]

