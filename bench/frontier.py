@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/frontier.py --ldlm runs/tiny --mdlm runs/tiny-mdlm --ar runs/tiny-ar
     .venv/bin/python bench/frontier.py --quick          # smoke test: trains three micro runs first
+    .venv/bin/python bench/frontier.py --replot         # re-render frontier.png from frontier.json
 
 Each model is swept over its own knob (LDLM: noise scale x steps; MDLM: temperature x steps; AR:
 temperature and top-p), every point scored with the same evaluator and references (`ldlm eval`'s
@@ -65,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default bench/results; --quick bench/results/quick)")
     p.add_argument("--fresh", action="store_true", help="ignore points already in frontier.json (default: reuse them)")
+    p.add_argument("--replot", action="store_true", help="only re-render frontier.png from the saved frontier.json")
     a = p.parse_args(argv)
     base = QUICK if a.quick else FULL
     for k, v in base.items():
@@ -271,6 +273,12 @@ def write_csv(path: Path, rows: list[dict]) -> None:
             w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
 
 
+def plot_title(res: dict, eval_lm: str | None) -> str:
+    eval_lm = ((res.get("eval_settings") or {}).get("evaluator") or {}).get("eval_lm") or eval_lm
+    return (f"{', '.join(f'{k}: {Path(v).name}' for k, v in res['runs'].items())}; {res['num']} samples/point; "
+            f"evaluator {eval_lm or 'smollm2'}; {res['machine'].get('gpu') or res['machine']['cpu']}")
+
+
 def converse_message(c: dict) -> str:
     if c.get("status") != "ok":
         return f"at MDLM's best quality: {c.get('message') or c.get('status')}"
@@ -346,6 +354,10 @@ def main(argv=None) -> dict:
     B.set_threads(a.threads)
     device = B.pick_device(a.device)
     out = Path(a.out) if a.out else (B.RESULTS / "quick" if a.quick else B.RESULTS)
+    if a.replot:
+        res = json.loads((out / "frontier.json").read_text())
+        plot(out / "frontier.png", res["rows"], res["data"], res["headline"], plot_title(res, a.eval_lm))
+        return res
     out.mkdir(parents=True, exist_ok=True)
     runs = {"ldlm": a.ldlm, "mdlm": a.mdlm, "ar": a.ar}
     if a.quick and not any(runs.values()):
@@ -414,9 +426,7 @@ def main(argv=None) -> dict:
     res["wall_s"] = time.time() - t0
     B.write_json(jpath, res)
     write_csv(out / "frontier.csv", [{"algo": "data", "label": "data", **(res["data"] or {})}] + res["rows"])
-    title = (f"{', '.join(f'{k}: {Path(v).name}' for k, v in runs.items())}; {a.num} samples/point; "
-             f"evaluator {a.eval_lm or 'smollm2'}; {res['machine'].get('gpu') or res['machine']['cpu']}")
-    plot(out / "frontier.png", res["rows"], res["data"], h, title)
+    plot(out / "frontier.png", res["rows"], res["data"], h, plot_title(res, a.eval_lm))
     if h.get("status") == "ok":
         t = h.get("timing", {}).get("ratio")
         msg = (f"headline: LDLM {h['ldlm']['label']} (gen-PPL {h['ldlm']['gen_ppl']:.1f}, entropy "

@@ -136,6 +136,9 @@ def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
         assert (tmp_path / f).stat().st_size > 0
     again = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])
     assert [r["gen_ppl"] for r in again["rows"]] == [r["gen_ppl"] for r in res["rows"]]  # points reused
+    (tmp_path / "frontier.png").unlink()
+    frontier.main(["--replot", "--out", str(tmp_path)])  # from the JSON alone
+    assert (tmp_path / "frontier.png").stat().st_size > 0
 
 
 def test_ablation_script_quick_end_to_end(random_lm, tmp_path):
