@@ -355,6 +355,8 @@ def main(argv=None) -> dict:
     device = B.pick_device(a.device)
     out = Path(a.out) if a.out else (B.RESULTS / "quick" if a.quick else B.RESULTS)
     if a.replot:
+        if not (out / "frontier.json").is_file():
+            sys.exit(f"--replot: {out / 'frontier.json'} does not exist; run the sweep first (or pass --out)")
         res = json.loads((out / "frontier.json").read_text())
         plot(out / "frontier.png", res["rows"], res["data"], res["headline"], plot_title(res, a.eval_lm))
         return res
