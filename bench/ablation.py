@@ -108,15 +108,22 @@ def train_stats(run: Path) -> dict:
     return out
 
 
+def variant_config(overrides: list[str], a, device: str):
+    """The config of one variant: --config, then --seed, the variant's overrides, --steps, --set."""
+    from ldlm.config import load_config
+
+    # --seed first, so the second-seed rows' own train.seed override wins
+    over = [f"train.seed={a.seed}", *overrides] + ([f"train.steps={a.steps}"] if a.steps else []) + \
+        [f"train.threads={a.threads}", f"train.device={device}", *a.set]
+    return load_config(a.config, over)
+
+
 def run_variant(name: str, overrides: list[str], a, device: str) -> Path:
     """Train (or resume, or skip if finished) one variant; returns its run folder."""
     from ldlm import checkpoint as ck
-    from ldlm.config import load_config
     from ldlm.trainer import Trainer
 
-    over = list(overrides) + ([f"train.steps={a.steps}"] if a.steps else []) + \
-        [f"train.threads={a.threads}", f"train.device={device}", *a.set]
-    cfg = load_config(a.config, over)
+    cfg = variant_config(overrides, a, device)
     run = a.runs / name
     latest = ck.latest_name(run) if run.exists() else None
     if latest:

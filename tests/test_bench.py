@@ -154,3 +154,12 @@ def test_ablation_script_quick_end_to_end(random_lm, tmp_path):
     assert "| full | full recipe | 0 |" in table and "| naive |" in table
     again = ablation.main(args)  # finished runs are not retrained or re-scored
     assert [r["metrics"]["gen_ppl"] for r in again["rows"]] == [r["metrics"]["gen_ppl"] for r in res["rows"]]
+
+
+def test_ablation_seed_sets_every_run_and_second_seed_rows_add_one():
+    a = ablation.parse_args(["--seed", "3", "--steps", "7"])
+    vs = ablation.variants(a.seed, a.two_stage)
+    seeds = {n: ablation.variant_config(vs[n][1], a, "cpu").train.seed for n in ("full", "ce-decoder", "full-seed2",
+                                                                                "naive-seed2")}
+    assert seeds == {"full": 3, "ce-decoder": 3, "full-seed2": 4, "naive-seed2": 4}
+    assert ablation.variant_config(vs["two-stage"][1], a, "cpu").train.steps == 7
