@@ -198,8 +198,7 @@ def write_report(a, res: dict) -> None:
     head = "| variant | change | seed | " + " | ".join(c[0] for c in COLS) + " |"
     lines = ["# LDLM recipe ablation", "",
              f"- command: `{m['command']}`",
-             f"- machine: {m.get('gpu') or m['cpu']}, {m['cpus_usable']} usable cores, {m['torch_threads']} torch threads, "
-             f"device {m['device']}, torch {m['torch']}; load average at start {m.get('loadavg_1_5_15')}",
+             f"- machine: {B.describe_machine(m)}; load average at start {m.get('loadavg_1_5_15')}",
              f"- date: {m['date']}; commit {m['commit']}",
              f"- config: `{res['settings']['config']}`, {res['settings']['steps']} training steps per run, "
              f"same data and seed unless the row says otherwise",

@@ -75,6 +75,12 @@ def machine_info(device: str) -> dict:
     return info
 
 
+def describe_machine(m: dict) -> str:
+    """One line from machine_info(): what a reader needs to weigh a timing."""
+    return (f"{m.get('gpu') or m['cpu']}, {m['cpus_usable']} usable cores, {m['torch_threads']} torch threads, "
+            f"device {m['device']}, torch {m['torch']}")
+
+
 def summary(xs: list[float]) -> dict:
     """Median and spread (quartiles, min, max) of repeated measurements."""
     xs = sorted(xs)

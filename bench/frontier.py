@@ -120,11 +120,27 @@ def _interp(a, b, f):
     return a + f * (b - a)
 
 
+def _scored(rows: list[dict], algo: str) -> list[dict]:
+    """The points of one model that have both gen-PPL and entropy (no evaluator: none)."""
+    return [r for r in rows if r["algo"] == algo and r.get("gen_ppl") is not None and r.get("entropy") is not None]
+
+
+def best_by_rule(points: list[dict], data_h: float | None, tol: float) -> tuple[dict, bool]:
+    """(lowest gen-PPL among points with entropy >= data entropy - tol, True), or, when none qualifies,
+    (the highest-entropy point, False): gen-PPL alone is gamed by repetition."""
+    cands = [r for r in points if data_h is None or r["entropy"] >= data_h - tol]
+    if cands:
+        return min(cands, key=lambda r: r["gen_ppl"]), True
+    return max(points, key=lambda r: r["entropy"]), False
+
+
+def _point(r: dict) -> dict:
+    return {k: r.get(k) for k in ("label", *KEYS, "gen_ppl", "entropy", "mauve", "sec_per_sample")}
+
+
 def headline(rows: list[dict], data: dict | None, tol: float, forced: str | None = None) -> dict:
     """LDLM's best setting and the MDLM steps that reach its gen-PPL at similar entropy (see module doc)."""
-    ok = lambda r: r.get("gen_ppl") is not None and r.get("entropy") is not None  # noqa: E731
-    ld = [r for r in rows if r["algo"] == "ldlm" and ok(r)]
-    md = [r for r in rows if r["algo"] == "mdlm" and ok(r)]
+    ld, md = _scored(rows, "ldlm"), _scored(rows, "mdlm")
     out: dict = {"entropy_tol": tol, "rule": "LDLM: lowest gen-PPL with entropy >= data entropy - tol; MDLM: first "
                  "crossing of that gen-PPL along steps (log-log interpolation) with |entropy - LDLM's| <= tol"}
     if not ld or not md:
@@ -137,16 +153,11 @@ def headline(rows: list[dict], data: dict | None, tol: float, forced: str | None
             sys.exit(f"--ldlm-best {forced!r} is not an LDLM label; labels: {[r['label'] for r in ld]}")
         out["ldlm_choice"] = "given by --ldlm-best"
     else:
-        cands = [r for r in ld if data_h is None or r["entropy"] >= data_h - tol]
-        if cands:
-            best = min(cands, key=lambda r: r["gen_ppl"])
-            out["ldlm_choice"] = "rule"
-        else:
-            best = max(ld, key=lambda r: r["entropy"])
-            out["ldlm_choice"] = (f"no LDLM setting has entropy >= data entropy {data_h:.3f} - {tol}; "
-                                  f"took the highest-entropy setting")
+        best, by_rule = best_by_rule(ld, data_h, tol)
+        out["ldlm_choice"] = "rule" if by_rule else (f"no LDLM setting has entropy >= data entropy {data_h:.3f} - "
+                                                     f"{tol}; took the highest-entropy setting")
     target, h_target = best["gen_ppl"], best["entropy"]
-    out["ldlm"] = {k: best.get(k) for k in ("label", *KEYS, "gen_ppl", "entropy", "mauve", "sec_per_sample")}
+    out["ldlm"] = _point(best)
     crossings, closest = [], None
     for temp in sorted({r["temperature"] for r in md}):
         curve = sorted((r for r in md if r["temperature"] == temp), key=lambda r: r["steps"])
@@ -202,28 +213,23 @@ def at_mdlm_best(rows: list[dict], data: dict | None, tol: float, ppl_tol: float
     that a flat quality-vs-steps curve is not charged for its most expensive point; LDLM's match = the
     fastest LDLM point with gen-PPL <= MDLM's best and entropy >= MDLM's - tol.
     """
-    ok = lambda r: r.get("gen_ppl") is not None and r.get("entropy") is not None  # noqa: E731
-    ld = [r for r in rows if r["algo"] == "ldlm" and ok(r)]
-    md = [r for r in rows if r["algo"] == "mdlm" and ok(r)]
+    ld, md = _scored(rows, "ldlm"), _scored(rows, "mdlm")
     out: dict = {"rule": f"MDLM: lowest gen-PPL with entropy >= data entropy - tol, charged at its cheapest point within "
                  f"{ppl_tol:.0%} of it; LDLM: fastest point with gen-PPL <= MDLM's lowest and entropy >= MDLM's - tol",
                  "entropy_tol": tol, "ppl_tol": ppl_tol}
     if not ld or not md:
         return {**out, "status": "unavailable: gen-PPL missing for LDLM or MDLM"}
-    data_h = data.get("entropy") if data else None
-    cands = [r for r in md if data_h is None or r["entropy"] >= data_h - tol]
-    best = min(cands, key=lambda r: r["gen_ppl"]) if cands else max(md, key=lambda r: r["entropy"])
+    best, _ = best_by_rule(md, data.get("entropy") if data else None, tol)
     near = [r for r in md if r["gen_ppl"] <= best["gen_ppl"] * (1 + ppl_tol) and abs(r["entropy"] - best["entropy"]) <= tol]
     m = min(near, key=lambda r: r["sec_per_sample"])
     matches = [r for r in ld if r["gen_ppl"] <= best["gen_ppl"] and r["entropy"] >= best["entropy"] - tol]
-    pick = lambda r: {k: r.get(k) for k in ("label", *KEYS, "gen_ppl", "entropy", "mauve", "sec_per_sample")}  # noqa: E731
-    out.update(mdlm_best=pick(best), mdlm=pick(m))
+    out.update(mdlm_best=_point(best), mdlm=_point(m))
     if not matches:
         return {**out, "status": "ldlm_never_reaches",
                 "message": f"no LDLM setting reaches MDLM's best gen-PPL {best['gen_ppl']:.1f} at entropy >= "
                            f"{best['entropy'] - tol:.3f}"}
     l = min(matches, key=lambda r: r["sec_per_sample"])
-    out.update(status="ok", ldlm=pick(l), ratio_from_sweep=m["sec_per_sample"] / l["sec_per_sample"])
+    out.update(status="ok", ldlm=_point(l), ratio_from_sweep=m["sec_per_sample"] / l["sec_per_sample"])
     return out
 
 

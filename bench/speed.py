@@ -241,8 +241,7 @@ def _ms(s: dict) -> str:
 def markdown(res: dict) -> str:
     """The sampling and training tables of a speed.json, as Markdown (medians with the IQR)."""
     m = res["machine"]
-    lines = [f"Machine: {m.get('gpu') or m['cpu']}, {m['cpus_usable']} usable cores, {m['torch_threads']} torch threads, "
-             f"device {m['device']}, torch {m['torch']}; {m['date']}, commit {m['commit']}; load average at start "
+    lines = [f"Machine: {B.describe_machine(m)}; {m['date']}, commit {m['commit']}; load average at start "
              f"{m.get('loadavg_1_5_15')}, at end {m.get('loadavg_end')}.", "",
              f"Command: `{m['command']}`", "",
              "| model | setting | batch | ms/sample, median [IQR] | tokens/s | peak memory (MB) |",
