@@ -3,6 +3,13 @@
     .venv/bin/python bench/ablation.py                                # configs/tiny.yaml, its 500 steps
     .venv/bin/python bench/ablation.py --steps 400 --only full,naive  # a smaller budget, a subset
     .venv/bin/python bench/ablation.py --quick                        # smoke test on configs/micro.yaml
+    .venv/bin/python bench/ablation.py --suite paper                  # the paper's recipe against the old defaults
+
+Suites: 'ablation' (below) and 'paper': the old defaults (before the paper's settings were known), the
+paper's recipe (`recipe=paper`), and each of its items alone on top of the old defaults (MSE-only latent
+decoder with a separate token decoder, absolute Gaussian decoder-input noise at several std, sigmoid
+warmup, the frozen LM's third-to-last layer, tan-3 schedule, the log-SNR sampling grid -- the last one
+re-samples the old defaults' checkpoint). Writes bench/results/paper-recipe.{md,json}.
 
 Variants: full; naive (all four components off); full minus each component (MSE decoder loss -> CE;
 no diffusion-to-encoder warmup; uniform timesteps; no decoder-input noise); two-stage (TEncDM/COSMOS:
@@ -40,20 +47,55 @@ def variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str]]]:
         "naive": ("naive joint training (all four off)", ["recipe=naive"]),
         "ce-decoder": ("full - MSE decoder loss (token CE only)", ["recipe.decoder_loss=ce"]),
         "no-warmup": ("full - diffusion-to-encoder warmup (w = 1 from step 0)",
-                      ["recipe.warmup_start=0", "recipe.warmup_ramp=0"]),
+                      ["recipe.warmup=ramp", "recipe.warmup_start=0", "recipe.warmup_ramp=0"]),
         "uniform-t": ("full - adaptive timesteps (t ~ U)", ["recipe.timesteps=uniform"]),
-        "no-dec-noise": ("full - decoder-input noise (s_max = 0)", ["recipe.dec_noise_max=0"]),
+        "no-dec-noise": ("full - decoder-input noise", ["recipe.dec_noise_std=0", "recipe.dec_noise_max=0"]),
         "two-stage": (f"two-stage: autoencoder {two_stage:.0%} of steps, then frozen", [f"recipe.two_stage={two_stage}"]),
         "full-seed2": (f"full recipe, seed {seed + 1}", [s2]),
         "naive-seed2": (f"naive, seed {seed + 1}", ["recipe=naive", s2]),
     }
 
 
-IGNORED_KEYS = {("train", "threads"), ("train", "device"), ("data", "cache_dir")}  # may differ between resumes
+# the defaults before the paper's settings were known (MSE + CE through one decoder, noise in time units,
+# linear warmup, tan-9, last layer, uniform sampling grid), spelled out so later default changes cannot move it
+OLD_DEFAULTS = ["recipe.decoder_loss=mse+ce", "recipe.dec_noise=schedule", "recipe.dec_noise_max=0.15",
+                "recipe.warmup=ramp", "model.schedule_d=9", "model.lm_layer=-1", "model.tok_dec_layers=0",
+                "sample.grid=uniform"]
+
+
+def paper_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str]]]:
+    """The 'paper' suite: name -> (what changes, config overrides). A name with '@' re-samples the run
+    named before the '@' with the sampling overrides of this entry (no training)."""
+    s2 = f"train.seed={seed + 1}"
+    old = OLD_DEFAULTS
+    rows = {
+        "old-defaults": ("the old defaults", old),
+        "paper": ("recipe=paper (all of the below, sigma_dec = 3)", ["recipe=paper", "sample.grid=logsnr"]),
+        "old-defaults@logsnr": ("old defaults' checkpoint, log-SNR sampling grid", old + ["sample.grid=logsnr"]),
+        "mse-tokdec": ("+ MSE-only latent decoder, token decoder on stopgrad(h_hat)", old + ["recipe.decoder_loss=mse"]),
+        "mse-tokdec2": ("+ MSE-only latent decoder, 2-layer token decoder",
+                        old + ["recipe.decoder_loss=mse", "model.tok_dec_layers=2"]),
+        "sigmoid-warmup": ("+ sigmoid warmup (k = 10, c = 0.8)", old + ["recipe.warmup=sigmoid"]),
+        "lm-layer-3": ("+ frozen LM layer -3", old + ["model.lm_layer=-3"]),
+        "tan-3": ("+ tan-3 schedule", old + ["model.schedule_d=3"]),
+        "paper-seed2": (f"recipe=paper, seed {seed + 1}", ["recipe=paper", "sample.grid=logsnr", s2]),
+        "old-defaults-seed2": (f"the old defaults, seed {seed + 1}", old + [s2]),
+    }
+    for std in (0.5, 1, 2, 3):
+        rows[f"dec-noise-{std:g}"] = (f"+ Gaussian decoder-input noise, std {std:g}",
+                                      old + ["recipe.dec_noise=gaussian", f"recipe.dec_noise_std={std:g}"])
+    return rows
+
+
+SUITES = {"ablation": (variants, "ablation"), "paper": (paper_variants, "paper-recipe")}
+
+
+IGNORED_KEYS = {("train", "threads"), ("train", "device"), ("data", "cache_dir"), ("sample", "grid")}  # may differ between resumes (the grid only matters when sampling)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="ablation", choices=sorted(SUITES), help="which set of variants")
     p.add_argument("--quick", action="store_true", help="smoke test: configs/micro.yaml, 32 samples, 10 sampling steps")
     p.add_argument("--config", help="base LDLM config (default configs/tiny.yaml; --quick configs/micro.yaml)")
     p.add_argument("--steps", type=int, help="training steps of every run (default: the config's)")
@@ -75,7 +117,8 @@ def parse_args(argv=None):
     a.config = a.config or str(B.ROOT / "configs" / ("micro.yaml" if a.quick else "tiny.yaml"))
     a.num = a.num or (32 if a.quick else 256)
     a.sample_steps = a.sample_steps or (10 if a.quick else 50)
-    a.runs = Path(a.runs or (B.RESULTS / "quick" / "ablation-runs" if a.quick else B.ROOT / "runs" / "ablation"))
+    a.variants, a.name = SUITES[a.suite]
+    a.runs = Path(a.runs or (B.RESULTS / "quick" / f"{a.name}-runs" if a.quick else B.ROOT / "runs" / a.name))
     a.out = Path(a.out or (B.RESULTS / "quick" if a.quick else B.RESULTS))
     return a
 
@@ -124,7 +167,7 @@ def run_variant(name: str, overrides: list[str], a, device: str) -> Path:
     from ldlm.trainer import Trainer
 
     cfg = variant_config(overrides, a, device)
-    run = a.runs / name
+    run = a.runs / name.split("@")[0]
     latest = ck.latest_name(run) if run.exists() else None
     if latest:
         saved = json.loads((run / "config.json").read_text())
@@ -136,25 +179,27 @@ def run_variant(name: str, overrides: list[str], a, device: str) -> Path:
         if step >= cfg.train.steps:
             return run
         B.log(f"[{name}] resuming at step {step}")
+    if "@" in name:
+        sys.exit(f"[{name}] needs the run '{name.split('@')[0]}' first: list it before '{name}' in --only")
     B.log(f"[{name}] training {cfg.train.steps} steps: {' '.join(overrides) or '(defaults)'}")
     Trainer(cfg, str(run), resume=bool(latest), quiet=True).train()
     return run
 
 
-def evaluate_run(name: str, run: Path, ev, a) -> dict:
+def evaluate_run(name: str, run: Path, ev, a, grid: str | None = None) -> dict:
     from ldlm.generate import generate, load_model, write_samples
 
     model = load_model(run, device=a.device_resolved)
     t0 = time.time()
     recs = generate(model, num=a.num, steps=a.sample_steps, noise_scale=a.noise_scale, solver=a.solver,
-                    seed=a.sample_seed)
+                    seed=a.sample_seed, grid=grid)
     sample_s = time.time() - t0
-    write_samples(recs, run / "ablation-samples.jsonl")
+    write_samples(recs, run / f"ablation-samples{'-' + name.split('@')[1] if '@' in name else ''}.jsonl")
     row = ev.evaluate([r["text"] for r in recs], desc=f"scoring {name}")
     stats = train_stats(run)
     out = {"variant": name, "run": str(run), "checkpoint": model.checkpoint, "seed": model.cfg.train.seed,
            "steps": model.cfg.train.steps, "recipe": model.cfg.to_dict()["recipe"], "sample_s": sample_s,
-           "sec_per_sample": recs[0]["sec_per_sample"], "metrics": row, **stats}
+           "sec_per_sample": recs[0]["sec_per_sample"], "grid": recs[0]["grid"], "metrics": row, **stats}
     del model
     gc.collect()
     return out
@@ -177,11 +222,17 @@ COLS = [("gen-PPL", lambda r: r["metrics"].get("gen_ppl"), "{:.1f}"),
         ("latent erank", lambda r: r.get("valid", {}).get("latent_erank"),
          "{:.3f}"),
         ("train min", lambda r: (r.get("train_wall_s") or 0) / 60 if r.get("train_wall_s") else None, "{:.1f}")]
+# the paper suite adds the held-out denoising error as a share of the mean predictor's at fixed alpha, and speed
+PAPER_COLS = COLS[:4] + [COLS[7], COLS[9]] + [
+    (f"den/triv a={a}", (lambda k: lambda r: r.get("valid", {}).get(k))(f"den_ratio_a{a[2:]}"), "{:.3f}")
+    for a in ("0.80", "0.50", "0.30", "0.20")] + [
+    ("train tok/s", lambda r: r.get("train_tok_s_median"), "{:.0f}"), COLS[10]]
 
 
 def seed_noise(rows: dict) -> list[str]:
     lines = []
-    for a, b in (("full", "full-seed2"), ("naive", "naive-seed2")):
+    for a, b in (("full", "full-seed2"), ("naive", "naive-seed2"), ("paper", "paper-seed2"),
+                 ("old-defaults", "old-defaults-seed2")):
         if a in rows and b in rows:
             parts = []
             for name, get, fmt in COLS[:4] + COLS[5:10]:
@@ -195,8 +246,10 @@ def seed_noise(rows: dict) -> list[str]:
 def write_report(a, res: dict) -> None:
     rows = {r["variant"]: r for r in res["rows"]}
     m = res["machine"]
-    head = "| variant | change | seed | " + " | ".join(c[0] for c in COLS) + " |"
-    lines = ["# LDLM recipe ablation", "",
+    cols = PAPER_COLS if a.suite == "paper" else COLS
+    head = "| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |"
+    title = "LDLM: the paper's recipe against the old defaults" if a.suite == "paper" else "LDLM recipe ablation"
+    lines = [f"# {title}", "",
              f"- command: `{m['command']}`",
              f"- machine: {B.describe_machine(m)}; load average at start {m.get('loadavg_1_5_15')}",
              f"- date: {m['date']}; commit {m['commit']}",
@@ -210,17 +263,17 @@ def write_report(a, res: dict) -> None:
              "input-blind predictor's (1 = learned nothing), token reconstruction accuracy of decode(encode(x)), "
              "mean cross-sequence latent cosine and effective rank across the batch as a share of its maximum "
              "(collapse: cosine near 1, rank near 0)",
-             "", head, "|" + "---|" * (len(COLS) + 3)]
+             "", head, "|" + "---|" * (len(cols) + 3)]
     data = res.get("data")
     if data:
         lines.append("| data (references) | held-out text | | " + " | ".join(
-            _f(get({"metrics": data}), fmt) if i < 5 else "" for i, (_, get, fmt) in enumerate(COLS)) + " |")
-    order = list(variants(0, res["settings"]["two_stage"]))
+            _f(get({"metrics": data}), fmt) if i < 4 else "" for i, (_, get, fmt) in enumerate(cols)) + " |")
+    order = list(a.variants(0, res["settings"]["two_stage"]))
     for name in order:
         if name in rows:
             r = rows[name]
             lines.append(f"| {name} | {res['changes'][name]} | {r['seed']} | "
-                         + " | ".join(_f(get(r), fmt) for _, get, fmt in COLS) + " |")
+                         + " | ".join(_f(get(r), fmt) for _, get, fmt in cols) + " |")
     missing = [n for n in order if n not in rows]
     if missing:
         lines += ["", f"Not run: {', '.join(missing)}."]
@@ -231,7 +284,7 @@ def write_report(a, res: dict) -> None:
     if na:
         lines += ["", "n/a:", *sorted(f"- {x}" for x in na)]
     lines += ["", "What it shows: _to be written from the numbers above._", ""]
-    (a.out / "ablation.md").write_text("\n".join(lines), encoding="utf-8")
+    (a.out / f"{a.name}.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def main(argv=None) -> dict:
@@ -239,7 +292,7 @@ def main(argv=None) -> dict:
     B.set_threads(a.threads)
     device = B.pick_device(a.device)
     a.device_resolved = device
-    allv = variants(a.seed, a.two_stage)
+    allv = a.variants(a.seed, a.two_stage)
     names = list(allv) if not a.only else [n.strip() for n in a.only.split(",") if n.strip()]
     bad = [n for n in names if n not in allv]
     if bad:
@@ -256,7 +309,7 @@ def main(argv=None) -> dict:
     settings = {"config": a.config, "steps": base.train.steps, "seed": a.seed, "two_stage": a.two_stage,
                 "num": a.num, "sample_steps": a.sample_steps, "noise_scale": a.noise_scale, "solver": a.solver,
                 "sample_seed": a.sample_seed, "set": a.set}
-    jpath = a.out / "ablation.json"
+    jpath = a.out / f"{a.name}.json"
     old_rows = {}
     if jpath.exists():
         try:
@@ -265,22 +318,23 @@ def main(argv=None) -> dict:
                 old_rows = {r["variant"]: r for r in old["rows"]}
         except (ValueError, KeyError):
             pass
-    res = {"benchmark": "ablation", "protocol": PROTOCOL, "machine": B.machine_info(device), "settings": settings,
+    res = {"benchmark": a.name, "protocol": PROTOCOL, "machine": B.machine_info(device), "settings": settings,
            "changes": {n: c for n, (c, _) in allv.items()}, "overrides": {n: o for n, (_, o) in allv.items()},
            "eval_settings": ev.settings, "data": ev.data_row(), "rows": []}
     t0 = time.time()
     for name in names:
         change, overrides = allv[name]
         run = run_variant(name, overrides, a, device)
-        done = run / "ablation-eval.json"
-        key = {"settings": settings, "checkpoint": str(run / (run / "latest").read_text().strip())}
+        grid = ([o.split("=", 1)[1] for o in overrides if o.startswith("sample.grid=")] or [None])[-1]  # the last wins
+        done = run / f"ablation-eval{'-' + name.split('@')[1] if '@' in name else ''}.json"
+        key = {"settings": settings, "checkpoint": str(run / (run / "latest").read_text().strip()), "grid": grid}
         row = None
         if done.exists():
             saved = json.loads(done.read_text())
             if saved.get("key") == key:
                 row = saved["row"]
         if row is None:
-            row = evaluate_run(name, run, ev, a)
+            row = evaluate_run(name, run, ev, a, grid)
             B.write_json(done, {"key": key, "row": row})
         res["rows"].append(row)
         mt = row["metrics"]
@@ -294,7 +348,7 @@ def main(argv=None) -> dict:
     res["wall_s"] = time.time() - t0
     B.write_json(jpath, res)
     write_report(a, res)
-    B.log(f"written: {jpath}, {a.out / 'ablation.md'} ({res['wall_s']:.0f} s)")
+    B.log(f"written: {jpath}, {a.out / (a.name + '.md')} ({res['wall_s']:.0f} s)")
     return res
 
 

@@ -157,3 +157,33 @@ class Readout(nn.Module):
         if self.kind == "tied":
             return self.head(h) @ self.emb[v].to(h.dtype).t() + self.bias[v]
         return F.linear(h, self.proj.weight[v], self.proj.bias[v])
+
+
+class TokenDecoder(nn.Module):
+    """The paper's separate token decoder: hidden states [B, L, D] -> refined states for the readout.
+
+    `layers` bidirectional transformer blocks in their own width, added back to the input as a residual
+    (so it starts as the identity and the readout keeps working from step 0); with layers = 0 it *is*
+    the identity and the readout alone decodes (a per-position head). Trained on stopgrad(h_hat) and on
+    the true h, so it learns to read the latent decoder's imperfect states without shaping them.
+    """
+
+    def __init__(self, hidden: int, seq_len: int, layers: int, width: int, heads: int, mlp_ratio: int = 4,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.layers = layers
+        if layers:
+            self.inp = nn.Linear(hidden, width)
+            self.pos = nn.Parameter(torch.zeros(seq_len, width))
+            self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout=dropout) for _ in range(layers))
+            self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden))
+            nn.init.zeros_(self.out[1].weight)
+            nn.init.zeros_(self.out[1].bias)
+
+    def forward(self, h):
+        if not self.layers:
+            return h
+        x = self.inp(h) + self.pos[: h.shape[1]]
+        for blk in self.blocks:
+            x = blk(x)
+        return h + self.out(x)

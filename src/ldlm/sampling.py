@@ -8,18 +8,33 @@ from __future__ import annotations
 
 import torch
 
-from .schedules import Schedule
+from .schedules import Schedule, log_snr_of_alpha
+
+# the log-SNR grid spans alpha = 0.02 ... 0.999 (log-SNR -7.8 ... 6.2); the first step starts at t = 1 (pure
+# noise) and the last ends at t = 0. Under tan-9 a uniform grid puts half its steps where alpha < 0.11.
+GRID_ALPHA_MIN, GRID_ALPHA_MAX = 0.02, 0.999
+
+
+def time_grid(schedule: Schedule, steps: int, kind: str = "logsnr") -> torch.Tensor:
+    """steps + 1 times from 1 down to 0: 'uniform' in t, or 'logsnr' (uniform in log-SNR in between)."""
+    if kind == "uniform" or steps < 2:
+        return torch.linspace(1.0, 0.0, steps + 1)
+    if kind != "logsnr":
+        raise ValueError(f"unknown time grid {kind!r}")
+    lo, hi = float(log_snr_of_alpha(GRID_ALPHA_MIN)), float(log_snr_of_alpha(GRID_ALPHA_MAX))
+    inner = schedule.t_at_log_snr(torch.linspace(lo, hi, steps - 1))
+    return torch.cat([torch.ones(1), inner, torch.zeros(1)])
 
 
 @torch.no_grad()
 def reverse_diffusion(denoiser, schedule: Schedule, shape, steps: int, solver: str = "sde",
                       noise_scale: float = 1.0, generator: torch.Generator | None = None,
-                      device="cpu", self_condition: bool = True) -> torch.Tensor:
-    """Integrate from t = 1 to t = 0 in `steps` uniform steps; returns the final z0 estimate."""
+                      device="cpu", self_condition: bool = True, grid: str = "logsnr") -> torch.Tensor:
+    """Integrate from t = 1 to t = 0 in `steps` steps on the given time grid; returns the final z0 estimate."""
     eta = 1.0 if solver == "sde" else 0.0
     z = torch.randn(shape, generator=generator).to(device) * noise_scale
     z0_hat = None
-    ts = torch.linspace(1.0, 0.0, steps + 1)
+    ts = time_grid(schedule, steps, grid)
     for i in range(steps):
         t, s = ts[i].expand(shape[0]).to(device), ts[i + 1].expand(shape[0]).to(device)
         z0_hat = denoiser(z, t, z0_hat if self_condition else None).float()

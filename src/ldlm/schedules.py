@@ -9,6 +9,12 @@ import math
 import torch
 
 
+def log_snr_of_alpha(alpha) -> torch.Tensor:
+    """log(alpha^2 / (1 - alpha^2)) of a variance-preserving schedule, in float64."""
+    a = torch.as_tensor(alpha, dtype=torch.float64)
+    return torch.log(a ** 2) - torch.log1p(-a ** 2)
+
+
 class Schedule:
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -19,6 +25,20 @@ class Schedule:
     def log_snr(self, t: torch.Tensor) -> torch.Tensor:
         a = self.alpha(t)
         return torch.log(a ** 2) - torch.log((1.0 - a ** 2).clamp_min(1e-20))
+
+    def t_at_log_snr(self, lam: torch.Tensor, iters: int = 60) -> torch.Tensor:
+        """The time t at which log(alpha^2 / sigma^2) = lam (bisection; the log-SNR falls monotonically in t)."""
+        lam = torch.as_tensor(lam, dtype=torch.float64)
+        lo, hi = torch.zeros_like(lam), torch.ones_like(lam)
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            above = self.log_snr(mid.float()).double() > lam  # still too clean: the answer lies later
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return ((lo + hi) / 2).float()
+
+    def t_at_alpha(self, alpha) -> torch.Tensor:
+        """The time t at which alpha_t = alpha (0 < alpha < 1)."""
+        return self.t_at_log_snr(log_snr_of_alpha(alpha))
 
     def noise(self, z0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
         """Forward diffusion q(z_t | z0) for per-sample times t [B]."""

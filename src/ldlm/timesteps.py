@@ -1,9 +1,13 @@
 """Timestep samplers for training: uniform, and adaptive (CDCD-style time warping).
 
 The adaptive sampler keeps an EMA of the diffusion loss in bins of t, fits a monotone
-non-decreasing curve F(t) through it (isotonic regression), and samples t with density
-proportional to dF/dt -- where the loss changes fastest -- mixed with a uniform floor.
-The loss itself is not reweighted.
+non-decreasing curve F(t) through the bin means (isotonic regression), and samples t with density
+proportional to dF/dt -- where the loss changes fastest -- mixed with a uniform floor. This is the
+paper's rule too: with density p(t) ~ F'(t), the loss grows linearly in the warped time u = CDF(t).
+F is piecewise linear through the bin centres (extended linearly to the outer edges), and each bin gets
+the rise of F across its own edges, so a flat loss gives a uniform density. The loss itself is not
+reweighted. `update` collects losses from every micro-batch; `step` (once per optimizer step)
+counts steps and refits every `every` of them.
 """
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ class UniformTimesteps:
         return (self.t_min + (1.0 - self.t_min) * u).to(device)
 
     def update(self, t: torch.Tensor, loss: torch.Tensor) -> None:
+        pass
+
+    def step(self) -> None:
         pass
 
     def density(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +77,7 @@ class AdaptiveTimesteps(UniformTimesteps):
 
     @torch.no_grad()
     def update(self, t: torch.Tensor, loss: torch.Tensor) -> None:
-        """Feed per-sample times and per-sample losses; refits the density every `every` calls."""
+        """Feed per-sample times and per-sample losses of one micro-batch into the per-bin EMA."""
         t, loss = t.detach().double().cpu(), loss.detach().double().cpu()
         b = torch.bucketize(t, self.edges[1:-1])
         total = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, b, loss)
@@ -79,6 +86,9 @@ class AdaptiveTimesteps(UniformTimesteps):
         mean = torch.where(hit, total / count.clamp_min(1), 0.0)
         self.ema[hit] = self.decay * self.ema[hit] + (1 - self.decay) * mean[hit]
         self.seen[hit] = self.decay * self.seen[hit] + (1 - self.decay)
+
+    def step(self) -> None:
+        """Called once per optimizer step; refits the density every `every` steps."""
         self.updates += 1
         if self.updates % self.every == 0:
             self.refit()
@@ -89,11 +99,17 @@ class AdaptiveTimesteps(UniformTimesteps):
             return
         centres = (self.edges[:-1] + self.edges[1:]) / 2
         value = self.ema[known] / self.seen[known]
-        # fill unseen bins by interpolation so the curve is defined everywhere
-        full = torch.tensor(_interp(centres.tolist(), centres[known].tolist(), value.tolist()), dtype=torch.float64)
-        f = isotonic(full)
-        inc = torch.diff(f, prepend=torch.zeros(1, dtype=torch.float64)).clamp_min(0.0)
-        if inc.sum() <= 0:
+        # fill unseen bins by interpolation so the curve is defined everywhere, then make it monotone
+        f = isotonic(torch.tensor(_interp(centres.tolist(), centres[known].tolist(), value.tolist()),
+                                  dtype=torch.float64))
+        # F at the bin edges (piecewise linear through the centres, extended linearly by half a bin at both
+        # ends): each bin gets the rise of F across its own edges, not the rise from the previous centre
+        at_edges = torch.tensor(_interp(self.edges.tolist(), centres.tolist(), f.tolist()), dtype=torch.float64)
+        if self.bins > 1:
+            at_edges[0] = f[0] - (f[1] - f[0]) / 2
+            at_edges[-1] = f[-1] + (f[-1] - f[-2]) / 2
+        inc = torch.diff(at_edges).clamp_min(0.0)
+        if inc.sum() <= 1e-12:
             adaptive = torch.full_like(inc, 1.0 / self.bins)
         else:
             adaptive = inc / inc.sum()

@@ -117,7 +117,7 @@ def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
 
 def setup_model(cfg: Config, device: torch.device) -> Algorithm:
     if cfg.data.tokenizer == "gpt2":
-        if cfg.algo == "ldlm":
+        if cfg.algo in ("ldlm", "tencdm"):
             raise UserError("LDLM tokenises with its frozen LM's own tokenizer; leave data.tokenizer empty "
                             "(data.tokenizer=gpt2 is for the AR/MDLM baselines)")
         from .hubdata import gpt2_tokenizer
@@ -294,8 +294,8 @@ class Trainer:
         rows = self.batches.next()
         extra_before = {k: v.clone() for k, v in self.model.extra_state().items()}
         buffers_before = {n: b.clone() for n, b in self.model.named_buffers() if not n.startswith("frozen.lm.")}
-        acc: dict[str, float] = {}
-        finite = True
+        acc: dict = {}  # sums of floats or 0-dim tensors; read once per log interval
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
         for m in range(A):
             j = rank * A + m
             torch.manual_seed(micro_seed(tc.seed, self.step, j))
@@ -311,14 +311,14 @@ class Trainer:
                         f"out of {self.device.type.upper()} memory at step {self.step} with train.batch_size={B} "
                         f"sequences of {self.cfg.data.seq_len} tokens per process (grad_accum={A}); lower "
                         f"train.batch_size and raise train.grad_accum to keep the global batch") from None
-            lv = float(loss.detach())
-            finite = finite and math.isfinite(lv)
+            finite = finite & torch.isfinite(loss.detach())
             for k, v in logs.items():
-                acc[k] = acc.get(k, 0.0) + v / A
+                acc[k] = acc.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v) / A
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
-        finite = finite and bool(torch.isfinite(gnorm))
-        flags = torch.tensor([0.0 if finite else 1.0, 1.0 if self._signal is not None else 0.0],
-                             device=self.device)
+        finite = finite & torch.isfinite(gnorm)
+        # the step's one host sync: skip on any rank's non-finite loss/gradient, stop on any rank's signal
+        flags = torch.stack([(~finite).float(), torch.tensor(1.0 if self._signal is not None else 0.0,
+                                                              device=self.device)])
         du.all_reduce_(flags, self.dist, "max")
         skipped = bool(flags[0] > 0)
         if flags[1] > 0 and self._signal is None:
@@ -338,7 +338,8 @@ class Trainer:
                 extra = self.model.extra_state()
                 if extra:
                     self.model.load_extra_state(du.average_state_(extra, self.dist))
-        return acc, float(gnorm), skipped
+            self.model.on_optimizer_step()
+        return acc, gnorm, skipped
 
     # -- the loop -------------------------------------------------------------------------
     def train(self) -> dict:
@@ -389,7 +390,7 @@ class Trainer:
             if skipped:
                 self.bad_in_a_row += 1
                 self.log({"step": self.step, "event": "skipped", "reason": "non-finite loss or gradient",
-                          "loss": acc.get("loss"), "in_a_row": self.bad_in_a_row})
+                          "loss": float(acc["loss"]) if "loss" in acc else None, "in_a_row": self.bad_in_a_row})
                 if not self.quiet:
                     tqdm.write(f"step {self.step}: non-finite loss/gradient, step skipped "
                                f"({self.bad_in_a_row} in a row)")
@@ -405,6 +406,9 @@ class Trainer:
                 self.bad_in_a_row = 0
                 last_logs = acc
             if self.step % tc.log_every == 0 or self.step == tc.steps:
+                acc = {k: float(v) for k, v in acc.items()}
+                acc.update(self.model.interval_logs())
+                gnorm = float(gnorm)
                 logs = du.mean_logs(acc, self.dist, self.device)
                 now = time.time()
                 tok_s = tokens_per_step * (self.step - step_last) / max(now - t_last, 1e-9)
@@ -438,4 +442,4 @@ class Trainer:
             self.log_file.close()
             self.log_file = None
             plot_training(self.out)
-        return {"step": self.step, "train": last_logs, "valid": val, "wall_s": time.time() - t0}
+        return {"step": self.step, "train": {k: float(v) for k, v in last_logs.items()}, "valid": val, "wall_s": time.time() - t0}

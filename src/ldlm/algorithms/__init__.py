@@ -5,8 +5,9 @@ from .ar import AR
 from .base import Algorithm, ids_to_text
 from .ldlm import LDLM
 from .mdlm import MDLM
+from .tencdm import TEncDM
 
-ALGORITHMS: dict[str, type[Algorithm]] = {"ldlm": LDLM, "ar": AR, "mdlm": MDLM}
+ALGORITHMS: dict[str, type[Algorithm]] = {"ldlm": LDLM, "ar": AR, "mdlm": MDLM, "tencdm": TEncDM}
 
 
 def build(cfg, tokenizer) -> Algorithm:

@@ -39,8 +39,16 @@ class Algorithm(nn.Module):
         return self.loss(batch, step)
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
-        """Scalar loss to minimise and a dict of floats to log."""
+        """Scalar loss to minimise and a dict to log (floats or 0-dim tensors: the trainer reads tensors
+        once per log interval, so a step needs no device sync for logging)."""
         raise NotImplementedError
+
+    def on_optimizer_step(self) -> None:
+        """Called once after every optimizer step that was not skipped (e.g. to refit a timestep sampler)."""
+
+    def interval_logs(self) -> dict:
+        """Costly training diagnostics, computed once per log interval (floats)."""
+        return {}
 
     @torch.no_grad()
     def evaluate(self, batch: dict, generator: torch.Generator) -> dict:

@@ -1,26 +1,31 @@
 """LDLM: latent encoder, diffusion model and decoder trained jointly, in one loop.
 
-Data flow of one step (DESIGN.md section 1):
+Data flow of one step (docs/design.md):
     x -> frozen LM -> h -> encoder -> z0 -> z_t = alpha z0 + sigma eps -> denoiser -> z0_hat
-                                       z0 -> (decoder-input noise) -> decoder -> h_hat -> readout -> logits
-Loss: L_diff + lambda_dec * ||h_hat - h||^2 + lambda_ce * CE(readout(h_hat), x) + lambda_read * CE(readout(h), x)
+                                       z0 -> (decoder-input noise) -> latent decoder -> h_hat
+                                       h_hat (stopgrad) and h -> token decoder -> readout -> logits
+Loss (recipe.decoder_loss = 'mse', the paper's):
+    w(step)-scaled L_diff + lambda_dec ||h_hat - h||^2 + lambda_ce CE(tok(sg(h_hat)), x) + lambda_read CE(tok(h), x)
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..autoencoder import LatentDecoder, LatentEncoder, Readout
+from ..autoencoder import LatentDecoder, LatentEncoder, Readout, TokenDecoder
 from ..config import Config, SampleConfig
 from ..data import Corpus
 from ..denoiser import Denoiser
 from ..errors import UserError
 from ..frozen_lm import FrozenLM, cached_features, compute_features
-from ..recipe import decoder_input_noise, encoder_weight, mix_gradient
+from ..recipe import decoder_input_noise, gaussian_input_noise, mix_gradient, warmup_weight
 from ..sampling import reverse_diffusion
 from ..schedules import make_schedule
 from ..timesteps import make_timesteps
 from .base import Algorithm
+
+# noise levels at which validation reports the denoising error as a share of the mean predictor's
+DIAG_ALPHAS = (0.8, 0.5, 0.3, 0.2)
 
 
 def collapse_stats(z: torch.Tensor) -> dict:
@@ -50,22 +55,32 @@ class LDLM(Algorithm):
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
         m, L = cfg.model, cfg.data.seq_len
-        self.frozen = FrozenLM(m.lm)
+        self.frozen = FrozenLM(m.lm, m.lm_layer)
         if L > self.frozen.max_positions:
             raise UserError(f"data.seq_len={L} is longer than the frozen LM's {self.frozen.max_positions} "
                             f"positions; use data.seq_len<={self.frozen.max_positions}")
         D = self.frozen.hidden
-        self.encoder = LatentEncoder(D, L, m.latent_len, m.latent_dim, m.enc_width, m.enc_layers, m.heads,
-                                     m.mlp_ratio, m.dropout, m.latent_norm)
-        self.denoiser = Denoiser(m.latent_len, m.latent_dim, m.den_width, m.den_layers, m.heads, m.mlp_ratio,
-                                 m.dropout)
-        self.decoder = LatentDecoder(D, L, m.latent_len, m.latent_dim, m.dec_width, m.dec_layers, m.heads,
-                                     m.mlp_ratio, m.dropout)
+        self.build_latent_space(m, L, D)
+        n, d = self.latent_shape()
+        self.denoiser = Denoiser(n, d, m.den_width, m.den_layers, m.heads, m.mlp_ratio, m.dropout)
+        self.tok_decoder = TokenDecoder(D, L, m.tok_dec_layers, m.tok_dec_width, m.heads, m.mlp_ratio, m.dropout)
         self.readout = Readout(D, self.vocab_size, m.readout, self.frozen.word_embeddings(),
                                unk_id=tokenizer.unk_token_id or 0)
         self.schedule = make_schedule(m.schedule, m.schedule_d)
         self.timesteps = make_timesteps(cfg.recipe)
         self.feats: dict[str, torch.Tensor] = {}
+        self._last_z0: torch.Tensor | None = None  # latents of the last training batch, for interval logs
+
+    def build_latent_space(self, m, L: int, D: int) -> None:
+        """The trainable latent encoder (L x D -> N x d) and latent decoder (back to L x D)."""
+        self.encoder = LatentEncoder(D, L, m.latent_len, m.latent_dim, m.enc_width, m.enc_layers, m.heads,
+                                     m.mlp_ratio, m.dropout, m.latent_norm)
+        self.decoder = LatentDecoder(D, L, m.latent_len, m.latent_dim, m.dec_width, m.dec_layers, m.heads,
+                                     m.mlp_ratio, m.dropout)
+
+    def latent_shape(self) -> tuple[int, int]:
+        """(N, d): the shape of one sequence's latents, which the denoiser generates."""
+        return self.cfg.model.latent_len, self.cfg.model.latent_dim
 
     # -- data -----------------------------------------------------------------------------
     def prepare(self, corpus: Corpus, device) -> None:
@@ -76,9 +91,10 @@ class LDLM(Algorithm):
             self.readout.set_vocab(torch.unique(corpus.train.ids), always=tuple(specials))
         dc = self.cfg.data
         dev = str(device)
+        layer = self.cfg.model.lm_layer
         for name, split in self.splits.items():
             if dc.cache_features:
-                key = f"{corpus.fingerprint}-{name}"
+                key = f"{corpus.fingerprint}-{name}" + ("" if layer == -1 else f"-layer{layer}")
                 self.feats[name] = cached_features(self.frozen, split.ids, split.mask, dc.cache_dir, key, dev)
         # per-dimension normalisation from (up to 4096 passages of) the training split
         sample = self.feats["train"][:4096] if "train" in self.feats else compute_features(
@@ -95,101 +111,132 @@ class LDLM(Algorithm):
             batch["h"] = self.frozen.features(batch["ids"], batch["mask"])
         return batch
 
-    # -- losses ---------------------------------------------------------------------------
-    def _decoder_losses(self, h_hat, h, ids, mask) -> dict:
-        """Hidden-state MSE and token CE/accuracy on the real tokens ([CLS] ... [SEP]).
+    # -- the three parts of the model -----------------------------------------------------
+    def encode(self, h: torch.Tensor, mask: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """Normalised latents z0 [B, N, d] (float32). `frozen`: no gradient, running latent statistics
+        (two-stage training's stage 2, and everywhere the encoder is used for inference)."""
+        if not frozen:
+            return self.encoder(h, mask).float()
+        was_training = self.encoder.training
+        self.encoder.eval()
+        with torch.no_grad():
+            z0 = self.encoder(h, mask).float()
+        self.encoder.train(was_training)
+        return z0
+
+    def token_logits(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [B, L, D] -> token logits over the readout vocabulary ([B, L, V], or [n, V] at `mask`)."""
+        r = self.tok_decoder(h)
+        return self.readout(r if mask is None else r[mask]).float()
+
+    def _token_ce(self, h: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CE and accuracy of the token decoder on the real tokens ([CLS] ... [SEP]).
 
         Positions after [SEP] are left out: a sample is cut at its first [SEP], so what the decoder
-        puts after it never reaches text, and the 30k-way softmax there would be wasted work."""
-        h_hat = h_hat.float()
-        out = {"dec_mse": ((h_hat[mask] - h[mask]) ** 2).mean()}
-        logits = self.readout(h_hat[mask]).float()
+        puts after it never reaches text, and the vocabulary-wide softmax there would be wasted work."""
+        logits = self.token_logits(h, mask)
         target = self.readout.to_local(ids[mask])
-        out["dec_ce"] = F.cross_entropy(logits, target)
-        out["dec_acc"] = (logits.argmax(-1) == target).float().mean()
-        return out
+        return F.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean()
+
+    # -- losses ---------------------------------------------------------------------------
+    def diffusion_loss(self, z0: torch.Tensor, w: float) -> tuple[torch.Tensor, dict]:
+        """x0-prediction MSE at t from the timestep sampler; its gradient into the encoder scaled by w."""
+        z0_diff = mix_gradient(z0, w)
+        target = z0_diff.detach() if self.cfg.recipe.diff_target_stopgrad else z0_diff
+        t = self.timesteps.sample(z0.shape[0], device=z0.device)
+        z_t = self.schedule.noise(z0_diff, t)
+        z_sc = None
+        if torch.rand(()) < self.cfg.model.self_cond_prob:
+            with torch.no_grad():
+                z_sc = self.denoiser(z_t, t).float()
+        z0_hat = self.denoiser(z_t, t, z_sc).float()
+        per_sample = ((z0_hat - target) ** 2).mean(dim=(1, 2))
+        self.timesteps.update(t, per_sample)
+        l_diff = per_sample.mean()
+        return l_diff, {"diff": l_diff.detach(), "w_enc": w}
+
+    def decoder_loss(self, z0: torch.Tensor, h, ids, mask) -> tuple[torch.Tensor, dict]:
+        """Latent decoder on noised latents, token decoder on its output and on the true states."""
+        rc = self.cfg.recipe
+        if rc.dec_noise == "gaussian":
+            z_dec = gaussian_input_noise(z0, rc.dec_noise_std)
+        else:
+            z_dec = decoder_input_noise(z0, self.schedule, rc.dec_noise_max)
+        h_hat = self.decoder(z_dec).float()
+        mse = ((h_hat[mask] - h[mask]) ** 2).mean()
+        # 'mse': the token loss reaches only the token decoder (stopgrad), so it cannot shape the latents
+        ce, acc = self._token_ce(h_hat.detach() if rc.decoder_loss == "mse" else h_hat, ids, mask)
+        loss = rc.lambda_ce * ce
+        logs = {"dec_mse": mse.detach(), "dec_ce": ce.detach(), "dec_acc": acc.detach()}
+        if rc.decoder_loss != "ce":
+            loss = loss + rc.lambda_dec * mse
+            # the token decoder also reads the frozen LM's own states, which anchors it to the LM's space
+            # (optionally on part of the batch: the vocabulary-wide softmax is the most expensive op)
+            q = max(1, round(ids.shape[0] * rc.read_fraction))
+            l_read, _ = self._token_ce(h[:q], ids[:q], mask[:q])
+            loss = loss + rc.lambda_read * l_read
+            logs["read_ce"] = l_read.detach()
+        return loss, logs
 
     def loss(self, batch, step):
-        rc, total_steps = self.cfg.recipe, self.cfg.train.steps
+        rc = self.cfg.recipe
         ids, mask, h = batch["ids"], batch["mask"], batch["h"]
-        b = ids.shape[0]
         # two-stage (TEncDM/COSMOS): stage 1 trains the autoencoder alone (no diffusion loss), stage 2
-        # the denoiser alone on frozen latents (encoder under no_grad with running latent statistics)
-        stage = 0 if rc.two_stage <= 0 else (1 if step < rc.two_stage * total_steps else 2)
-        if stage == 2:
-            was_training = self.encoder.training
-            self.encoder.eval()
-            with torch.no_grad():
-                z_pre = self.encoder(h, mask, normalise=False)
-                z0 = self.encoder.norm(z_pre).float()
-            self.encoder.train(was_training)
-        else:
-            z_pre = self.encoder(h, mask, normalise=False)
-            z0 = self.encoder.norm(z_pre).float()
+        # the denoiser alone on frozen latents
+        stage = 0 if rc.two_stage <= 0 else (1 if step < rc.two_stage * self.schedule_steps() else 2)
+        z0 = self.encode(h, mask, frozen=stage == 2)
+        self._last_z0 = z0.detach()
         loss = torch.zeros((), device=ids.device)
         logs: dict = {"stage": stage} if stage else {}
-
-        # 1. diffusion loss; its gradient into the encoder is scaled by the warmup weight w
-        w = encoder_weight(step, total_steps, rc.warmup_start, rc.warmup_ramp, rc.w_max)
         if stage != 1:
-            z0_diff = mix_gradient(z0, w)
-            target = z0_diff.detach() if rc.diff_target_stopgrad else z0_diff
-            t = self.timesteps.sample(b, device=ids.device)
-            z_t = self.schedule.noise(z0_diff, t)
-            z_sc = None
-            if torch.rand(()) < self.cfg.model.self_cond_prob:
-                with torch.no_grad():
-                    z_sc = self.denoiser(z_t, t).float()
-            z0_hat = self.denoiser(z_t, t, z_sc).float()
-            per_sample = ((z0_hat - target) ** 2).mean(dim=(1, 2))
-            l_diff = per_sample.mean()
-            self.timesteps.update(t, per_sample)
+            l_diff, d_logs = self.diffusion_loss(z0, warmup_weight(step, self.schedule_steps(), rc))
             loss = loss + l_diff
-            logs.update({"diff": l_diff.item(), "w_enc": w})
-
-        # 2.+4. decoder on noised latents: hidden-state MSE + token CE (or CE alone)
+            logs.update(d_logs)
         if stage != 2:
-            z_dec = decoder_input_noise(z0, self.schedule, rc.dec_noise_max)
-            dec = self._decoder_losses(self.decoder(z_dec), h, ids, mask)
-            loss = loss + rc.lambda_ce * dec["dec_ce"]
-            logs.update({"dec_ce": dec["dec_ce"].item(), "dec_acc": dec["dec_acc"].item(),
-                         "dec_mse": dec["dec_mse"].item()})
-        if stage != 2 and rc.decoder_loss == "mse":
-            loss = loss + rc.lambda_dec * dec["dec_mse"]
-            # readout anchored to the frozen LM's own hidden states (optionally on part of the batch:
-            # the vocabulary-wide softmax is the most expensive op of a step)
-            q = max(1, round(b * rc.read_fraction))
-            read_logits = self.readout(h[:q]).float()
-            m = mask[:q]
-            l_read = F.cross_entropy(read_logits[m], self.readout.to_local(ids[:q][m]))
-            loss = loss + rc.lambda_read * l_read
-            logs["read_ce"] = l_read.item()
-        logs.update(collapse_stats(z0))
-        logs["loss"] = loss.item()
+            l_dec, d_logs = self.decoder_loss(z0, h, ids, mask)
+            loss = loss + l_dec
+            logs.update(d_logs)
+        logs["loss"] = loss.detach()
         return loss, logs
+
+    def schedule_steps(self) -> int:
+        """The step count that the recipe's warmup and two-stage boundaries are fractions of."""
+        return self.cfg.train.steps
+
+    def on_optimizer_step(self) -> None:
+        self.timesteps.step()
+
+    def interval_logs(self) -> dict:
+        # an SVD: once per log interval, not per step
+        return collapse_stats(self._last_z0) if self._last_z0 is not None else {}
 
     @torch.no_grad()
     def evaluate(self, batch, generator):
-        """Held-out diffusion loss on a stratified t grid, its trivial-predictor reference, and
+        """Held-out diffusion loss on a stratified t grid and its trivial-predictor reference; the
+        denoising error as a share of the mean predictor's at fixed noise levels (DIAG_ALPHAS);
         reconstruction accuracy of decode(encode(x))."""
         ids, mask, h = batch["ids"], batch["mask"], batch["h"]
         b = ids.shape[0]
-        z_pre = self.encoder(h, mask, normalise=False)
-        z0 = self.encoder.norm(z_pre).float()
+        z0 = self.encode(h, mask, frozen=True)
+        trivial = ((z0 - z0.mean(0, keepdim=True)) ** 2).mean().item()  # the best input-blind predictor
+
+        def denoise_error(t):
+            eps = torch.randn(z0.shape, generator=generator).to(z0.device)
+            z_t = self.schedule.noise(z0, t, eps)
+            z0_hat = self.denoiser(z_t, t, self.denoiser(z_t, t).float()).float()  # with self-conditioning
+            return ((z0_hat - z0) ** 2).mean().item()
+
         t = ((torch.arange(b) + torch.rand(b, generator=generator)) / b).clamp(self.cfg.recipe.t_min, 1.0)
-        t = t.to(ids.device)
-        eps = torch.randn(z0.shape, generator=generator).to(z0.device)
-        z_t = self.schedule.noise(z0, t, eps)
-        z0_hat = self.denoiser(z_t, t, self.denoiser(z_t, t).float()).float()  # with self-conditioning
-        out = {"diff": ((z0_hat - z0) ** 2).mean().item(),
-               # the best input-blind predictor: the batch mean latent
-               "diff_trivial": ((z0 - z0.mean(0, keepdim=True)) ** 2).mean().item()}
-        out["diff_ratio"] = out["diff"] / max(out["diff_trivial"], 1e-12)
-        dec = self._decoder_losses(self.decoder(z0), h, ids, mask)
-        out.update({"recon_acc": dec["dec_acc"].item(), "dec_ce": dec["dec_ce"].item(),
-                    "dec_mse": dec["dec_mse"].item()})
-        m = mask
-        out["read_acc"] = (self.readout(h).argmax(-1)[m] == self.readout.to_local(ids)[m]).float().mean().item()
+        out = {"diff": denoise_error(t.to(ids.device)), "diff_trivial": trivial}
+        out["diff_ratio"] = out["diff"] / max(trivial, 1e-12)
+        for a, ta in zip(DIAG_ALPHAS, self.schedule.t_at_alpha(list(DIAG_ALPHAS)).tolist()):
+            out[f"den_ratio_a{round(a * 100):02d}"] = denoise_error(torch.full((b,), ta, device=ids.device)) / max(trivial, 1e-12)
+        h_hat = self.decoder(z0).float()
+        ce, acc = self._token_ce(h_hat, ids, mask)
+        out.update({"recon_acc": acc.item(), "dec_ce": ce.item(),
+                    "dec_mse": ((h_hat[mask] - h[mask]) ** 2).mean().item()})
+        _, read_acc = self._token_ce(h, ids, mask)
+        out["read_acc"] = read_acc.item()
         out.update(collapse_stats(z0))
         return out
 
@@ -209,7 +256,7 @@ class LDLM(Algorithm):
     @torch.no_grad()
     def decode_latents(self, z0: torch.Tensor, temperature: float = 0.0,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-        logits = self.readout(self.decoder(z0)).float()
+        logits = self.token_logits(self.decoder(z0).float())
         if temperature <= 0:
             return self.readout.to_global(logits.argmax(-1))
         probs = torch.softmax(logits / temperature, -1).flatten(0, 1)
@@ -218,7 +265,6 @@ class LDLM(Algorithm):
 
     @torch.no_grad()
     def generate_ids(self, num, sc: SampleConfig, generator, device):
-        m = self.cfg.model
-        z0 = reverse_diffusion(self.denoiser, self.schedule, (num, m.latent_len, m.latent_dim), sc.steps,
-                               sc.solver, sc.noise_scale, generator, device)
+        z0 = reverse_diffusion(self.denoiser, self.schedule, (num, *self.latent_shape()), sc.steps,
+                               sc.solver, sc.noise_scale, generator, device, grid=sc.grid)
         return self.decode_latents(z0, sc.decode_temperature, generator)
