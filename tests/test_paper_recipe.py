@@ -156,3 +156,27 @@ def test_tencdm_baseline_trains_samples_and_has_no_encoder(root, tmp_path):
     with pytest.raises(UserError, match="decoder_loss=ce"):
         setup_model(load_config(os.path.join(root, "configs", "micro-tencdm.yaml"), ["recipe.decoder_loss=mse"]),
                     torch.device("cpu"))
+
+
+def test_resume_with_reordered_parameters_is_a_clear_error(micro_cfg, tmp_path):
+    """Optimizer state is stored by parameter position; a checkpoint whose order no longer fits fails at load."""
+    from ldlm.trainer import Trainer
+
+    cfg = micro_cfg("train.steps=2", "train.save_every=2", f"data.cache_dir={tmp_path / 'cache'}")
+    Trainer(cfg, str(tmp_path / "run"), quiet=True).train()
+    import ldlm.algorithms.ldlm as mod
+
+    real_init = mod.LDLM.__init__
+
+    def swapped(self, cfg, tok):  # register the decoder before the denoiser: same parameters, other order
+        real_init(self, cfg, tok)
+        den = self._modules.pop("denoiser")
+        self._modules["denoiser"] = den
+
+    mod.LDLM.__init__ = swapped
+    try:
+        cfg2 = micro_cfg("train.steps=4", "train.save_every=2", f"data.cache_dir={tmp_path / 'cache'}")
+        with pytest.raises(UserError, match="optimizer state does not fit"):
+            Trainer(cfg2, str(tmp_path / "run"), resume=True, quiet=True)
+    finally:
+        mod.LDLM.__init__ = real_init

@@ -206,6 +206,13 @@ class Trainer:
         try:
             self.opt.load_state_dict(ck.unflatten_optimizer(
                 {k: v for k, v in tt.items() if k.startswith("optim.")}, st["optimizer"]))
+            # the state is matched to parameters by position: a different order or shape must fail here,
+            # not as a tensor-size error inside the first optimizer step
+            for group in self.opt.param_groups:
+                for p in group["params"]:
+                    for v in self.opt.state.get(p, {}).values():
+                        if torch.is_tensor(v) and v.dim() > 0 and v.shape != p.shape:
+                            raise ValueError(f"a state of shape {tuple(v.shape)} for a parameter of shape {tuple(p.shape)}")
         except (KeyError, ValueError, RuntimeError) as e:
             raise UserError(f"checkpoint '{path}' optimizer state does not fit this model ({str(e)[:100]}); "
                             f"it was made with another config") from None

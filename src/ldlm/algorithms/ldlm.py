@@ -60,9 +60,11 @@ class LDLM(Algorithm):
             raise UserError(f"data.seq_len={L} is longer than the frozen LM's {self.frozen.max_positions} "
                             f"positions; use data.seq_len<={self.frozen.max_positions}")
         D = self.frozen.hidden
-        self.build_latent_space(m, L, D)
+        # registration order = parameter order = the optimizer state's order in checkpoints: keep it
+        self.encoder = self.build_encoder(m, L, D)
         n, d = self.latent_shape()
         self.denoiser = Denoiser(n, d, m.den_width, m.den_layers, m.heads, m.mlp_ratio, m.dropout)
+        self.decoder = self.build_decoder(m, L, D)
         self.tok_decoder = TokenDecoder(D, L, m.tok_dec_layers, m.tok_dec_width, m.heads, m.mlp_ratio, m.dropout)
         self.readout = Readout(D, self.vocab_size, m.readout, self.frozen.word_embeddings(),
                                unk_id=tokenizer.unk_token_id or 0)
@@ -71,12 +73,15 @@ class LDLM(Algorithm):
         self.feats: dict[str, torch.Tensor] = {}
         self._last_z0: torch.Tensor | None = None  # latents of the last training batch, for interval logs
 
-    def build_latent_space(self, m, L: int, D: int) -> None:
-        """The trainable latent encoder (L x D -> N x d) and latent decoder (back to L x D)."""
-        self.encoder = LatentEncoder(D, L, m.latent_len, m.latent_dim, m.enc_width, m.enc_layers, m.heads,
-                                     m.mlp_ratio, m.dropout, m.latent_norm)
-        self.decoder = LatentDecoder(D, L, m.latent_len, m.latent_dim, m.dec_width, m.dec_layers, m.heads,
-                                     m.mlp_ratio, m.dropout)
+    def build_encoder(self, m, L: int, D: int) -> torch.nn.Module:
+        """The trainable latent encoder: LM states [B, L, D] -> latents [B, N, d]."""
+        return LatentEncoder(D, L, m.latent_len, m.latent_dim, m.enc_width, m.enc_layers, m.heads,
+                             m.mlp_ratio, m.dropout, m.latent_norm)
+
+    def build_decoder(self, m, L: int, D: int) -> torch.nn.Module:
+        """The trainable latent decoder: latents [B, N, d] -> LM states [B, L, D]."""
+        return LatentDecoder(D, L, m.latent_len, m.latent_dim, m.dec_width, m.dec_layers, m.heads,
+                             m.mlp_ratio, m.dropout)
 
     def latent_shape(self) -> tuple[int, int]:
         """(N, d): the shape of one sequence's latents, which the denoiser generates."""

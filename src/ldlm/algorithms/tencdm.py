@@ -33,9 +33,12 @@ class TEncDM(LDLM):
                             "set recipe.decoder_loss=ce (see configs/tiny-tencdm.yaml)")
         super().__init__(cfg, tokenizer)
 
-    def build_latent_space(self, m, L: int, D: int) -> None:
-        self.encoder, self.decoder = Identity(), Identity()
+    def build_encoder(self, m, L: int, D: int) -> nn.Module:
         self._shape = (L, D)
+        return Identity()
+
+    def build_decoder(self, m, L: int, D: int) -> nn.Module:
+        return Identity()
 
     def latent_shape(self) -> tuple[int, int]:
         return self._shape
