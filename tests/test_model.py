@@ -89,7 +89,7 @@ def test_config_overrides_and_presets(root):
     assert cfg.recipe.decoder_loss == "ce" and cfg.recipe.timesteps == "uniform"
     assert cfg.recipe.dec_noise_max == 0.0 and cfg.recipe.warmup_start == 0.0
     full = load_config(f"{root}/configs/micro.yaml")
-    assert full.recipe.decoder_loss == "mse" and full.recipe.timesteps == "adaptive"
+    assert full.recipe.decoder_loss == "mse+ce" and full.recipe.timesteps == "adaptive"
     assert json.loads(json.dumps(cfg.to_dict()))["train"]["steps"] == 7
 
 
