@@ -140,7 +140,7 @@ class TrainConfig:
 class SampleConfig:
     num: int = 64  # samples to draw
     steps: int = 50  # reverse-process steps
-    grid: str = "logsnr"  # time grid of the steps: 'logsnr' (uniform in log-SNR) or 'uniform' (uniform in t)
+    grid: str = "uniform"  # time grid of the steps: 'uniform' in t, or 'logsnr' (no better at 5-25 steps: bench/results/sampling-grid.md)
     solver: str = "sde"  # 'sde' (ancestral, DDIM eta=1) or 'ode' (DDIM eta=0)
     noise_scale: float = 1.0  # scale of the injected noise: the quality-diversity knob
     batch_size: int = 64  # samples per forward batch

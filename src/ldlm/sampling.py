@@ -15,7 +15,7 @@ from .schedules import Schedule, log_snr_of_alpha
 GRID_ALPHA_MIN, GRID_ALPHA_MAX = 0.02, 0.999
 
 
-def time_grid(schedule: Schedule, steps: int, kind: str = "logsnr") -> torch.Tensor:
+def time_grid(schedule: Schedule, steps: int, kind: str = "uniform") -> torch.Tensor:
     """steps + 1 times from 1 down to 0: 'uniform' in t, or 'logsnr' (uniform in log-SNR in between)."""
     if kind == "uniform" or steps < 2:
         return torch.linspace(1.0, 0.0, steps + 1)
@@ -29,7 +29,7 @@ def time_grid(schedule: Schedule, steps: int, kind: str = "logsnr") -> torch.Ten
 @torch.no_grad()
 def reverse_diffusion(denoiser, schedule: Schedule, shape, steps: int, solver: str = "sde",
                       noise_scale: float = 1.0, generator: torch.Generator | None = None,
-                      device="cpu", self_condition: bool = True, grid: str = "logsnr") -> torch.Tensor:
+                      device="cpu", self_condition: bool = True, grid: str = "uniform") -> torch.Tensor:
     """Integrate from t = 1 to t = 0 in `steps` steps on the given time grid; returns the final z0 estimate."""
     eta = 1.0 if solver == "sde" else 0.0
     z = torch.randn(shape, generator=generator).to(device) * noise_scale
