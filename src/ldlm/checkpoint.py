@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -44,8 +45,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors file, fsynced. A failed write raises OSError (safetensors reports a full disk as a
+    SafetensorError carrying the OS error's text; it is turned back into the OSError it was)."""
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    except SafetensorError as e:
+        m = re.search(r"os error (\d+)", str(e))
+        code = int(m.group(1)) if m else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from None
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 
@@ -92,11 +100,11 @@ def _write_folder(tmp: Path, cfg: Config, step: int, model: dict, ema: dict | No
         shutil.rmtree(tmp)
     tmp.mkdir()
     (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    _save_tensors(model, tmp / "model.safetensors")
+    save_tensors(model, tmp / "model.safetensors")
     if ema is not None:
-        _save_tensors(ema, tmp / "ema.safetensors")
+        save_tensors(ema, tmp / "ema.safetensors")
     if train_tensors:
-        _save_tensors(train_tensors, tmp / "train.safetensors")
+        save_tensors(train_tensors, tmp / "train.safetensors")
     (tmp / "state.json").write_text(json.dumps({"format": FORMAT, "step": step, **(state or {})}, indent=1),
                                     encoding="utf-8")
     for f in tmp.iterdir():

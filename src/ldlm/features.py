@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .cache import building, cache_root
+from .checkpoint import save_tensors
 from .frozen_lm import FrozenLM
 
 FORMAT = 1
@@ -81,8 +82,6 @@ def _read(path: Path, shape) -> torch.Tensor | None:
 def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str = "cpu",
                     describe: dict | None = None) -> torch.Tensor:
     """Features from `root/features/<key>.safetensors`, computed and written atomically if absent."""
-    from safetensors.torch import save_file
-
     path = Path(root) / "features" / f"{key}.safetensors"
     f = _read(path, ids.shape)
     if f is not None:
@@ -96,7 +95,7 @@ def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str =
                 "hidden": int(f.shape[2]), "created": time.time(), **(describe or {})}
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
-            save_file({"features": f.contiguous()}, str(tmp))
+            save_tensors({"features": f}, tmp)
             path.with_suffix(".json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as e:  # a full cache disk costs speed, not the run: keep the features in memory
