@@ -250,6 +250,43 @@ def test_failed_checkpoint_write_keeps_the_previous_one_and_resume_is_exact(tmp_
     assert step_logs(run) == step_logs(tmp_path / "ref")
 
 
+def test_full_disk_while_logging_stops_with_one_line(tmp_path, cache):
+    from ldlm.trainer import Trainer
+
+    tr = Trainer(load_config(MICRO, fast(cache, 6)), str(tmp_path / "run"), quiet=True)
+    real = tr.log
+
+    def log(record):
+        if record.get("step") == 3 and "loss" in record:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "metrics.jsonl"))
+        real(record)
+
+    tr.log = log
+    with pytest.raises(UserError) as e:
+        tr.train()
+    assert str(e.value).startswith(f"cannot write 'metrics.jsonl' in '{tmp_path / 'run'}' (No space left on device; ")
+    assert "the previous checkpoint ckpt-000002 and 'latest' are intact" in str(e.value)
+    assert not (tmp_path / "run" / "writer.lock").exists()
+
+
+def test_full_cache_disk_costs_speed_not_the_run(tmp_path, monkeypatch, capsys):
+    from ldlm import features as F
+    from ldlm.frozen_lm import FrozenLM, load_tokenizer
+
+    monkeypatch.delenv("LDLM_QUIET")
+    enc = load_tokenizer("minilm")(["a short passage", "and another one"], padding="max_length", max_length=8,
+                                   return_tensors="pt")
+    lm = FrozenLM("minilm")
+
+    def full(tensors, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(F, "save_tensors", full)
+    f = F.cached_features(lm, enc["input_ids"], enc["attention_mask"].bool(), tmp_path, "k")
+    assert f.shape == (2, 8, lm.hidden) and "cannot cache features" in capsys.readouterr().err
+    assert not [p for p in (tmp_path / "features").iterdir() if "safetensors" in p.name and "lock" not in p.name]
+
+
 def _can_mount_tmpfs(d: Path) -> bool:
     if not shutil.which("unshare"):
         return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str =
         except OSError as e:  # a full cache disk costs speed, not the run: keep the features in memory
             tmp.unlink(missing_ok=True)
             if os.environ.get("LDLM_QUIET") != "1":
-                print(f"warning: cannot cache features in {path.parent} ({e.strerror}); continuing without the cache")
+                print(f"warning: cannot cache features in {path.parent} ({e.strerror}); continuing without the cache",
+                      file=sys.stderr)
     return f
 
 

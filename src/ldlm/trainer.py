@@ -340,7 +340,7 @@ class Trainer:
         except OSError as e:
             if e.errno not in ck.WRITE_ERRNOS:
                 raise
-            raise ck.write_failed(self.out, f"to the run folder ({e.filename or self.out})", e) from None
+            raise ck.write_failed(self.out, f"'{Path(e.filename or 'a file').name}'", e) from None
         finally:
             if self.log_file is not None:
                 self.log_file.close()
