@@ -20,6 +20,7 @@ from ldlm import checkpoint as ck
 from ldlm.cli import main
 from ldlm.config import ONLY_FOR, Config, load_config
 from ldlm.errors import UserError
+from test_resume import losses as step_logs  # the training lines of metrics.jsonl by step, minus timings
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = str(ROOT / "configs" / "micro.yaml")
@@ -34,15 +35,6 @@ def fast(cache: Path, steps: int = 4) -> list[str]:
 def hashes(root: Path) -> dict:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def step_logs(run: Path) -> dict[int, dict]:
-    out = {}
-    for ln in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(ln)
-        if "event" not in rec and "split" not in rec:
-            out[rec["step"]] = {k: v for k, v in rec.items() if k not in ("tok_s", "elapsed")}
-    return out
 
 
 def cli(argv, capsys) -> tuple[int, str]:
