@@ -84,8 +84,9 @@ def entries(root: Path) -> list[dict]:
             meta = json.loads(f.with_suffix(".json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
-        what = (f"{meta.get('lm', '?')} layer {meta.get('layer', '?')}, {meta.get('split', '?')} split of "
-                f"{meta.get('corpus', '?')}: {meta.get('rows', '?')} x {meta.get('seq_len', '?')} x {meta.get('hidden', '?')}")
+        m = {k: meta.get(k, "?") for k in ("lm", "layer", "split", "corpus", "rows", "seq_len", "hidden")}
+        what = (f"{m['lm']} layer {m['layer']}, {m['split']} split of {m['corpus']}: "
+                f"{m['rows']} x {m['seq_len']} x {m['hidden']}")
         out.append({"kind": "features", "path": f, "bytes": _size(f), "modified": f.stat().st_mtime, "what": what})
     for d in sorted(root.glob("tokens-*")) if root.is_dir() else []:
         try:

@@ -129,9 +129,9 @@ def write_failed(run_dir: Path, what: str, err: OSError, need: int | None = None
         free = "free space unknown"
     last = latest_name(run_dir)
     space = f"it needs about {need / 1e6:,.1f} MB, {free}" if need else free
-    return UserError(f"cannot write {what} in '{run_dir}' ({err.strerror or err}; {space}); "
-                     + (f"the previous checkpoint {last} and 'latest' are intact; " if last else "no checkpoint was written; ")
-                     + f"free space or fix the folder's permissions, then continue with `ldlm train --out {run_dir} --resume`")
+    kept = f"the previous checkpoint {last} and 'latest' are intact" if last else "no checkpoint was written"
+    return UserError(f"cannot write {what} in '{run_dir}' ({err.strerror or err}; {space}); {kept}; free space or "
+                     f"fix the folder's permissions, then continue with `ldlm train --out {run_dir} --resume`")
 
 
 def save_checkpoint(run_dir: Path, step: int, cfg: Config, model: dict, ema: dict | None,

@@ -24,7 +24,7 @@ class DataConfig:
     valid_fraction: float = 0.02  # share of passages held out for validation (deterministic split)
     split_seed: int = 0  # seed of the train/validation split
     max_passages: int = 0  # use at most this many passages (0 = all); for quick runs and tests
-    cache_dir: str = ""  # cache of frozen-LM features and tokenised corpora ('' = $XDG_CACHE_HOME/ldlm or ~/.cache/ldlm)
+    cache_dir: str = ""  # features/tokenised-corpora cache ('' = $XDG_CACHE_HOME/ldlm, else ~/.cache/ldlm)
     cache_features: bool = True  # run the frozen LM once over the corpus and keep its features (fp16)
     max_line_chars: int = 100000  # longest accepted corpus line/text (a longer one is an error, not a silent cut)
     format: str = "passages"  # 'passages' (built-in/.txt/.jsonl, above), 'owt' (packed docs) or 'lm1b' (sentences)

@@ -59,8 +59,9 @@ def check_resume(cfg: Config, ckpt: Path) -> int:
     if bad:
         shown = "; ".join(f"{k} is {old!r} in the run, {new!r} now" for k, old, new in bad[:4])
         more = f" (and {len(bad) - 4} more)" if len(bad) > 4 else ""
+        safe = ", ".join(k if "." in k else k + ".*" for k in SAFE_ON_RESUME)
         raise UserError(f"cannot resume '{ckpt.parent}' with another config: {shown}{more}; a run may change only "
-                        f"{', '.join(k if '.' in k else k + '.*' for k in SAFE_ON_RESUME)}; drop the other changes, or start a new run with another --out")
+                        f"{safe}; drop the other changes, or start a new run with another --out")
     if cfg.train.steps < step:
         raise UserError(f"train.steps={cfg.train.steps} is below step {step} that '{ckpt}' has reached; "
                         f"pass train.steps>={step}")
