@@ -44,3 +44,9 @@ def random_lm(tmp_path_factory) -> str:
     model.save_pretrained(d)
     tok.save_pretrained(d)
     return str(d)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_home(tmp_path_factory):
+    """The default feature cache ($XDG_CACHE_HOME/ldlm) goes to a temporary folder, not the user's."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))

@@ -161,7 +161,7 @@ def test_resume_with_another_model_config(trained, env, capsys):
     run = env / "run"
     shutil.copytree(trained, run)
     expect_error(["train", "--out", str(run), "--resume", "model.den_width=128"], capsys,
-                 "does not fit this model", [run])
+                 "model.den_width is 64 in the run, 128 now", [run])
 
 
 def test_sample_a_checkpoint_whose_config_was_changed(trained, env, capsys):

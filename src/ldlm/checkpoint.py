@@ -5,17 +5,20 @@ A run folder holds `ckpt-<step>/` folders and a `latest` file naming the newest 
     runs/tiny/latest                       -> "ckpt-000500"
     runs/tiny/ckpt-000500/config.json      the full config of the run
     runs/tiny/ckpt-000500/model.safetensors  trained weights + buffers (frozen LM weights excluded)
-    runs/tiny/ckpt-000500/ema.safetensors    EMA of the trained weights (used for sampling)
+    runs/tiny/ckpt-000500/ema.safetensors    EMA of the trained weights and buffers (used for sampling)
     runs/tiny/ckpt-000500/train.safetensors  optimizer moments, sampler state, RNG states
     runs/tiny/ckpt-000500/state.json         step, data position, optimizer hyper-parameters
 
 Each checkpoint is written to a temporary folder, fsynced and renamed, then `latest` is replaced
-atomically, so a crash at any moment leaves the previous checkpoint intact. Nothing is unpickled.
+atomically, so a crash (or a full disk) at any moment leaves the previous checkpoint intact. Nothing
+is unpickled. `runs/tiny/writer.lock` exists while a trainer writes the folder (runlock.py).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -42,19 +45,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors file, fsynced. A failed write raises OSError (safetensors reports a full disk as a
+    SafetensorError carrying the OS error's text; it is turned back into the OSError it was)."""
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    except SafetensorError as e:
+        m = re.search(r"os error (\d+)", str(e))
+        code = int(m.group(1)) if m else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from None
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -80,45 +94,84 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], scalars: dict) -> dict
     return {"state": state, "param_groups": scalars["param_groups"]}
 
 
-def save_checkpoint(run_dir: Path, step: int, cfg: Config, model: dict, ema: dict | None,
-                    train_tensors: dict | None = None, state: dict | None = None, keep_last: int = 2) -> Path:
-    """Write ckpt-<step>/ atomically, point `latest` at it, and prune to the newest `keep_last`."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    name = f"ckpt-{step:06d}"
-    final = run_dir / name
-    tmp = run_dir / f".{name}.tmp{os.getpid()}"
+def _write_folder(tmp: Path, cfg: Config, step: int, model: dict, ema: dict | None, train_tensors: dict | None,
+                  state: dict | None) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    _save_tensors(model, tmp / "model.safetensors")
+    save_tensors(model, tmp / "model.safetensors")
     if ema is not None:
-        _save_tensors(ema, tmp / "ema.safetensors")
+        save_tensors(ema, tmp / "ema.safetensors")
     if train_tensors:
-        _save_tensors(train_tensors, tmp / "train.safetensors")
+        save_tensors(train_tensors, tmp / "train.safetensors")
     (tmp / "state.json").write_text(json.dumps({"format": FORMAT, "step": step, **(state or {})}, indent=1),
                                     encoding="utf-8")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. after resume): replace it whole
-        old = run_dir / f".{name}.old{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(run_dir)
-    write_text_atomic(run_dir / "latest", name + "\n")
-    write_text_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+
+def _nbytes(*dicts: dict | None) -> int:
+    return sum(v.numel() * v.element_size() for d in dicts if d for v in d.values())
+
+
+# a write refused by the system (full disk, quota, read-only or forbidden folder, file-size limit)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+def write_failed(run_dir: Path, what: str, err: OSError, need: int | None = None) -> UserError:
+    """The one-line error of a failed write into a run folder (full disk, quota, permissions)."""
+    try:
+        free = f"{shutil.disk_usage(run_dir).free / 1e6:,.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    last = latest_name(run_dir)
+    space = f"it needs about {need / 1e6:,.1f} MB, {free}" if need else free
+    kept = f"the previous checkpoint {last} and 'latest' are intact" if last else "no checkpoint was written"
+    return UserError(f"cannot write {what} in '{run_dir}' ({err.strerror or err}; {space}); {kept}; free space or "
+                     f"fix the folder's permissions, then continue with `ldlm train --out {run_dir} --resume`")
+
+
+def save_checkpoint(run_dir: Path, step: int, cfg: Config, model: dict, ema: dict | None,
+                    train_tensors: dict | None = None, state: dict | None = None, keep_last: int = 2) -> Path:
+    """Write ckpt-<step>/ atomically, point `latest` at it, and prune to the newest `keep_last`.
+
+    A write that fails (full disk, permissions) removes its temporary folder and raises a UserError;
+    the previous checkpoint and `latest` are untouched, so `--resume` continues from them exactly."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = f"ckpt-{step:06d}"
+    final = run_dir / name
+    tmp = run_dir / f".{name}.tmp{os.getpid()}"
+    try:
+        _write_folder(tmp, cfg, step, model, ema, train_tensors, state)
+        if final.exists():  # re-saving the same step (e.g. after resume): replace it whole
+            old = run_dir / f".{name}.old{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(run_dir)
+        write_text_atomic(run_dir / "latest", name + "\n")
+        write_text_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_failed(run_dir, f"checkpoint {name}", e, _nbytes(model, ema, train_tensors) + 64_000) from None
     if keep_last > 0:
         ckpts = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir())
         for old in ckpts[:-keep_last]:
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether `run_dir` holds a finished checkpoint folder."""
+    p = Path(run_dir)
+    return p.is_dir() and any(q.is_dir() for q in p.glob("ckpt-*"))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""The `ldlm` command line: train, sample (and eval, frontier).
+"""The `ldlm` command line: train, sample, cache (and eval, frontier).
 
 Problems the user can fix are printed as one line, `error: ...`, with exit status 2.
 """
@@ -13,21 +13,15 @@ from .errors import UserError
 
 
 def cmd_train(args) -> None:
-    from . import checkpoint as ck
-    from .config import load_config, parse_overrides, set_key, validate
+    from .resume import train_config
     from .trainer import Trainer
 
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.corpus={args.data}")
-    if args.resume and ck.Path(args.out).exists() and any(ck.Path(args.out).glob("ckpt-*")):
-        # the run's own config, with any overrides given now (e.g. a longer train.steps)
-        cfg = ck.load_config_of(ck.resolve_checkpoint(args.out))
-        for k, v in parse_overrides(overrides):
-            set_key(cfg, k, v)
-        validate(cfg)
-    else:
-        cfg = load_config(args.config, overrides)
+    cfg, note = train_config(args.out, args.config, overrides, args.resume)
+    if note:
+        print(note, file=sys.stderr)
     result = Trainer(cfg, args.out, resume=args.resume, quiet=args.quiet).train()
     print(json.dumps({"step": result["step"], "wall_s": round(result["wall_s"], 1),
                       "train": {k: round(v, 4) for k, v in result["train"].items()},
@@ -87,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--show", type=int, default=5, help="print this many samples")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.set_defaults(func=cmd_sample)
+
+    c = sub.add_parser("cache", help="list or clear the cache of frozen-LM features and tokenised corpora")
+    c.add_argument("action", choices=["list", "clear"])
+    c.add_argument("--dir", help="cache folder (default: $XDG_CACHE_HOME/ldlm, else ~/.cache/ldlm)")
+
+    def cmd_cache(args) -> None:
+        from .cache import run_cache
+        run_cache(args)
+
+    c.set_defaults(func=cmd_cache)
 
     # evaluation: the logic lives in evaluation.py and frontier.py
     from .evaluation import add_eval_arguments

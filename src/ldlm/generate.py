@@ -17,6 +17,7 @@ import torch
 from . import checkpoint as ck
 from .algorithms import Algorithm, ids_to_text
 from .config import SampleConfig
+from .ema import apply_ema
 from .errors import UserError
 from .trainer import autocast, pick_device, setup_model
 
@@ -29,13 +30,8 @@ def load_model(path: str | Path, device: str = "auto", use_ema: bool = True) -> 
     model = setup_model(cfg, dev)
     expected = model.trainable_state()
     ck.load_into(model, ck.load_tensors(ckpt / "model.safetensors"), expected, f"checkpoint '{ckpt}'")
-    if use_ema:
-        ema = ck.load_tensors(ckpt / "ema.safetensors")
-        params = dict(model.named_parameters())
-        ck.check_fits(ema, {k: p for k, p in params.items() if p.requires_grad}, f"checkpoint '{ckpt}' (EMA)")
-        with torch.no_grad():
-            for k, v in ema.items():
-                params[k].copy_(v)
+    if use_ema:  # EMA parameters and buffers (BatchNorm running statistics)
+        apply_ema(model, ck.load_tensors(ckpt / "ema.safetensors"), f"checkpoint '{ckpt}' (EMA)")
     model.checkpoint = str(ckpt)
     return model.eval()
 

@@ -20,7 +20,7 @@ therefore uses a frozen LM with >= 1024 positions and its own tokenizer: configs
 itself (bidirectional encoders such as BERT stop at 512 positions), which also makes its ids the GPT-2
 ids of the baselines.
 
-Cache layout: `<data.cache_dir>/tokens-<key>/{meta.json, train.ids, valid.ids[, train.len, valid.len]}`
+Cache layout: `<cache>/tokens-<key>/{meta.json, train.ids, valid.ids[, train.len, valid.len]}`
 with ids as uint16 (vocabularies < 65,536) or uint32; `key` hashes the source, tokenizer, format,
 length and split rule. Written to a temporary folder and renamed, so a killed build leaves no cache.
 """
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cache import building, cache_root
 from .data import Corpus, TokenSplit
 from .errors import UserError
 
@@ -140,7 +141,7 @@ def _load_documents(dc):
     except ImportError:
         raise UserError(f"data.format={dc.format} needs the package 'datasets'; run `make setup`") from None
     datasets.disable_progress_bars()
-    hf_cache = str(Path(dc.cache_dir) / "hf")
+    hf_cache = str(cache_root(dc.cache_dir) / "hf")
     if dc.hf_dataset:
         try:
             dd = datasets.load_dataset(dc.hf_dataset, cache_dir=hf_cache)
@@ -242,9 +243,11 @@ def build_hub_corpus(dc, tokenizer) -> Corpus:
             "vocab": vocab, "format": fmt, "seq_len": L, "packed": packed, "valid_docs": dc.valid_docs,
             "max_passages": dc.max_passages, "eot": eot, "pad": pad}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    folder = Path(dc.cache_dir) / f"tokens-{key}"
+    folder = cache_root(dc.cache_dir) / f"tokens-{key}"
     if not (folder / "meta.json").is_file():
-        _build_cache(dc, tokenizer, folder, spec, dtype, eot, pad, packed)
+        with building(folder):  # a second process waits for the first, then reads its cache
+            if not (folder / "meta.json").is_file():
+                _build_cache(dc, tokenizer, folder, spec, dtype, eot, pad, packed)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     splits = {}
     for name in ("train", "valid"):

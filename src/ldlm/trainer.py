@@ -23,6 +23,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -32,10 +33,13 @@ from . import checkpoint as ck
 from . import distributed as du
 from .algorithms import Algorithm, build
 from .blocks import count_params
-from .config import Config
+from .config import Config, schedule_horizon
 from .data import BatchIterator, build_corpus
+from .ema import EMA
 from .errors import UserError
 from .frozen_lm import load_tokenizer
+from .resume import check_corpus, check_resume
+from .runlock import RunLock
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -64,7 +68,8 @@ def lr_at(step: int, tc) -> float:
         return tc.lr * (step + 1) / tc.lr_warmup
     if tc.lr_decay == "constant":
         return tc.lr
-    progress = (step - tc.lr_warmup) / max(1, tc.steps - tc.lr_warmup)
+    # over the run's horizon, fixed at its start: an extended run stays at the floor (no jump)
+    progress = (step - tc.lr_warmup) / max(1, schedule_horizon(tc) - tc.lr_warmup)
     floor = tc.min_lr_frac * tc.lr
     return floor + (tc.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -73,37 +78,6 @@ def autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-class EMA:
-    """Exponential moving average of the trainable parameters."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.params = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        for n, p in model.named_parameters():
-            if n in self.params:
-                self.params[n].lerp_(p.detach().float(), 1.0 - self.decay)
-
-    @contextlib.contextmanager
-    def swapped_in(self, model: torch.nn.Module):
-        """Temporarily run the model with the EMA weights."""
-        backup = {}
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n in self.params:
-                    backup[n] = p.detach().clone()
-                    p.copy_(self.params[n])
-        try:
-            yield model
-        finally:
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    if n in backup:
-                        p.copy_(backup[n])
 
 
 def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
@@ -145,6 +119,8 @@ class Trainer:
                 raise UserError(f"'{self.out}' already holds checkpoints; pass --resume to continue that run "
                                 f"or choose another --out")
             self.resume_from = ck.resolve_checkpoint(self.out)
+            check_resume(cfg, self.resume_from)  # refuses what the checkpoint cannot honour; pins the horizon
+        self.lock = self._lock() if self.dist.main else None
         torch.manual_seed(tc.seed)
         self.model = setup_model(cfg, self.device)
         # rank 0 first: it builds (and caches) tokenised data and features; the others then read the caches
@@ -180,6 +156,15 @@ class Trainer:
             return build_hub_corpus(self.cfg.data, self.model.tokenizer)
         return build_corpus(self.cfg.data, self.model.tokenizer, self.cfg.model.lm)
 
+    def _lock(self) -> RunLock:
+        """One writer per run folder; a lock left by a killed trainer is taken over."""
+        lock = RunLock(self.out).acquire()
+        if lock.took_over:
+            h = lock.took_over
+            print(f"note: took over the lock of '{self.out}' from pid {h.get('pid')} on {h.get('host')}, "
+                  f"which ended without releasing it", file=sys.stderr)
+        return lock
+
     # -- checkpoints ----------------------------------------------------------------------
     def save(self) -> Path | None:
         if not self.dist.main:
@@ -190,19 +175,18 @@ class Trainer:
         if torch.cuda.is_available():
             train_tensors["rng.cuda"] = torch.cuda.get_rng_state()
         state = {"optimizer": opt_scalars, "data": self.batches.state_dict(), "algo": self.cfg.algo,
-                 "global_batch": self.global_batch, "world_size": self.dist.world_size}
+                 "global_batch": self.global_batch, "world_size": self.dist.world_size,
+                 "corpus_fingerprint": self.corpus.fingerprint}
         return ck.save_checkpoint(self.out, self.step, self.cfg, self.model.trainable_state(),
-                                  {f"{k}": v for k, v in self.ema.params.items()}, train_tensors, state,
-                                  self.cfg.train.keep_last)
+                                  self.ema.state_dict(), train_tensors, state, self.cfg.train.keep_last)
 
     def _load(self, path: Path) -> None:
         ck.load_into(self.model, ck.load_tensors(path / "model.safetensors"), self.model.trainable_state(),
                      f"checkpoint '{path}'")
-        ema = ck.load_tensors(path / "ema.safetensors")
-        ck.check_fits(ema, self.ema.params, f"checkpoint '{path}' (EMA)")
-        self.ema.params = {k: v.float().to(self.device) for k, v in ema.items()}
+        self.ema.load_state_dict(ck.load_tensors(path / "ema.safetensors"), self.model, f"checkpoint '{path}' (EMA)")
         tt = ck.load_tensors(path / "train.safetensors")
         st = ck.load_state_json(path)
+        check_corpus(st, self.corpus.fingerprint, self.cfg)
         try:
             self.opt.load_state_dict(ck.unflatten_optimizer(
                 {k: v for k, v in tt.items() if k.startswith("optim.")}, st["optimizer"]))
@@ -353,10 +337,16 @@ class Trainer:
         try:
             with self._signals():
                 return self._train()
+        except OSError as e:
+            if e.errno not in ck.WRITE_ERRNOS:
+                raise
+            raise ck.write_failed(self.out, f"'{Path(e.filename or 'a file').name}'", e) from None
         finally:
             if self.log_file is not None:
                 self.log_file.close()
                 self.log_file = None
+            if self.lock is not None:
+                self.lock.release()
 
     def _train(self) -> dict:
         from tqdm import tqdm

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from ..autoencoder import LatentDecoder, LatentEncoder, Readout, TokenDecoder
-from ..config import Config, SampleConfig
+from ..config import Config, SampleConfig, schedule_horizon
 from ..data import Corpus
 from ..denoiser import Denoiser
 from ..errors import UserError
-from ..frozen_lm import FrozenLM, cached_features, compute_features
+from ..features import CorpusFeatures
+from ..frozen_lm import FrozenLM
 from ..recipe import decoder_input_noise, gaussian_input_noise, mix_gradient, warmup_weight
 from ..sampling import reverse_diffusion
 from ..schedules import make_schedule
@@ -70,7 +71,7 @@ class LDLM(Algorithm):
                                unk_id=tokenizer.unk_token_id or 0)
         self.schedule = make_schedule(m.schedule, m.schedule_d)
         self.timesteps = make_timesteps(cfg.recipe)
-        self.feats: dict[str, torch.Tensor] = {}
+        self.features: CorpusFeatures | None = None
         self._last_z0: torch.Tensor | None = None  # latents of the last training batch, for interval logs
 
     def build_encoder(self, m, L: int, D: int) -> torch.nn.Module:
@@ -94,26 +95,13 @@ class LDLM(Algorithm):
             specials = [i for i in (self.tokenizer.pad_token_id, self.tokenizer.cls_token_id,
                                     self.tokenizer.sep_token_id) if i is not None]
             self.readout.set_vocab(torch.unique(corpus.train.ids), always=tuple(specials))
-        dc = self.cfg.data
-        dev = str(device)
-        layer = self.cfg.model.lm_layer
-        for name, split in self.splits.items():
-            if dc.cache_features:
-                key = f"{corpus.fingerprint}-{name}" + ("" if layer == -1 else f"-layer{layer}")
-                self.feats[name] = cached_features(self.frozen, split.ids, split.mask, dc.cache_dir, key, dev)
-        # per-dimension normalisation from (up to 4096 passages of) the training split
-        sample = self.feats["train"][:4096] if "train" in self.feats else compute_features(
-            self.frozen, corpus.train.ids[:1024], corpus.train.mask[:1024], device=dev)
-        n = sample.shape[0]
-        self.frozen.fit_normalisation(sample.float().to(device), corpus.train.mask[:n].to(device))
+        self.features = CorpusFeatures(self.frozen, corpus, self.cfg.data, device)
+        # per-dimension normalisation of the features, fitted on the training split (saved with the model)
+        self.frozen.fit_normalisation(*self.features.normalisation_sample(corpus, device))
 
     def get_batch(self, split, idx, device):
         batch = super().get_batch(split, idx, device)
-        if split in self.feats:
-            raw = self.feats[split][idx].to(device).float()
-            batch["h"] = self.frozen.normalise(raw)
-        else:
-            batch["h"] = self.frozen.features(batch["ids"], batch["mask"])
+        batch["h"] = self.frozen.normalise(self.features.raw(split, idx, batch["ids"], batch["mask"]))
         return batch
 
     # -- the three parts of the model -----------------------------------------------------
@@ -205,8 +193,9 @@ class LDLM(Algorithm):
         return loss, logs
 
     def schedule_steps(self) -> int:
-        """The step count that the recipe's warmup and two-stage boundaries are fractions of."""
-        return self.cfg.train.steps
+        """The step count that the recipe's warmup and two-stage boundaries are fractions of: the run's
+        horizon, fixed when it starts (extending train.steps on resume does not move them)."""
+        return schedule_horizon(self.cfg.train)
 
     def on_optimizer_step(self) -> None:
         self.timesteps.step()
