@@ -95,9 +95,10 @@ class AR(Algorithm):
             tok = sample_tokens(self.net.logits(h[:, -1]), sc.temperature, sc.top_p, generator)
             ids[:, i] = torch.where(done, self.pad_id, tok)
             done |= tok == self.sep_id
+            if i == L - 1:
+                ids[~done, -1] = self.sep_id  # close passages that ran to the length limit, as the data does
             if callback is not None:
                 callback(i - 1, None, ids)
             if bool(done.all()):
                 break
-        ids[~done, -1] = self.sep_id  # close passages that ran to the length limit, as the data does
         return ids

@@ -134,12 +134,29 @@ function render() {
   showStep();
 }
 
+// which words of `words` are not in a longest common subsequence with `prev` (i.e. new at this step)
+function changed(words, prev) {
+  const n = words.length, m = prev.length;
+  const L = Array.from({length: n + 1}, () => new Array(m + 1).fill(0));
+  for (let i = n - 1; i >= 0; i--)
+    for (let j = m - 1; j >= 0; j--)
+      L[i][j] = words[i] === prev[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+  const out = new Array(n).fill(true);
+  for (let i = 0, j = 0; i < n && j < m;) {
+    if (words[i] === prev[j]) { out[i] = false; i++; j++; }
+    else if (L[i + 1][j] >= L[i][j + 1]) i++;
+    else j++;
+  }
+  return out;
+}
+
 function marked(text, before) {
   const li = document.createElement("li");
-  const words = text.split(" "), prev = before === null ? null : before.split(" ");
+  const words = text.split(" ");
+  const isNew = before === null ? words.map(() => false) : changed(words, before.split(" "));
   words.forEach((w, j) => {
     if (j) li.appendChild(document.createTextNode(" "));
-    if (prev !== null && prev[j] !== w) {
+    if (isNew[j]) {
       const m = document.createElement("mark");
       m.textContent = w;
       li.appendChild(m);
