@@ -147,7 +147,7 @@ def find_eval(run: Path, ckpt: Path, explicit: str | None) -> tuple[Path | None,
 # ---------------------------------------------------------------- the model card
 _CARD_METRICS = [("gen_ppl", "gen-PPL", "{:.1f}"), ("entropy", "entropy", "{:.3f}"), ("mauve", "MAUVE", "{:.3f}"),
                  ("distinct2_set", "distinct-2 (set)", "{:.3f}"), ("rep4", "rep-4", "{:.3f}"),
-                 ("mean_words", "words", "{:.1f}"), ("num", "samples", "{:d}")]
+                 ("mean_words", "words", "{:.1f}"), ("num", "samples", "{}")]
 _VALID_LINE = {"ldlm": "held-out diffusion loss {diff:.3f} (the trivial predictor's: {diff_trivial:.3f}); "
                        "token reconstruction accuracy of decode(encode(x)) {recon_acc:.1%}",
                "ar": "held-out NLL {nll:.3f} nats/token (perplexity {ppl:.1f})",
@@ -159,17 +159,14 @@ _SAMPLE_LINE = {"ldlm": "ldlm sample --ckpt {d} --num 8 --steps 50 --noise-scale
 
 def _metrics_table(ev: dict) -> list[str]:
     rows = ev.get("rows") or {}
-    settings = rows.get("samples") or {}
-    head = "| samples | " + " | ".join(n for _, n, _ in _CARD_METRICS) + " |"
+    samples = rows.get("samples") or {}
+    head = "| | " + " | ".join(n for _, n, _ in _CARD_METRICS) + " |"
     lines = [head, "|" + " --- |" * (len(_CARD_METRICS) + 1)]
     for label, key in (("this model", "samples"), ("data (held-out)", "data")):
         r = rows.get(key)
         if not r:
             continue
-        cells = []
-        for k, _, fmt in _CARD_METRICS:
-            v = r.get(k)
-            cells.append("n/a" if v is None else fmt.format(v) if not (fmt == "{:d}" and not isinstance(v, int)) else str(v))
+        cells = ["n/a" if r.get(k) is None else fmt.format(r[k]) for k, _, fmt in _CARD_METRICS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     sset = ev.get("sample_settings") or {}
     shown = {k: v for k, v in sset.items() if k not in ("checkpoint", "sec_per_sample", "algo") and v is not None}
@@ -178,8 +175,8 @@ def _metrics_table(ev: dict) -> list[str]:
     lines += ["", f"Sampling settings: {', '.join(f'{k}={v}' for k, v in shown.items()) or 'n/a'}. "
               f"Evaluator: {evaluator.get('eval_lm_name') or evaluator.get('eval_lm') or 'none'} "
               f"({st.get('protocol', '?')}); references: {st.get('references', 'n/a')}."]
-    if settings.get("unavailable"):
-        lines.append("Not computed: " + "; ".join(f"{k}: {v}" for k, v in settings["unavailable"].items()) + ".")
+    if samples.get("unavailable"):
+        lines.append("Not computed: " + "; ".join(f"{k}: {v}" for k, v in samples["unavailable"].items()) + ".")
     return lines
 
 
