@@ -34,6 +34,15 @@ def _parser(sub, name: str, help_: str, examples: list[str], extra: str = ""):
                           formatter_class=HelpFormatter)
 
 
+def _lazy(module: str, name: str):
+    """A command whose logic is `ldlm.<module>.<name>(args)`, imported only when it runs (fast --help)."""
+    def run(args) -> None:
+        import importlib
+
+        getattr(importlib.import_module(f".{module}", __package__), name)(args)
+    return run
+
+
 def _from_ckpt(key: str) -> str:
     return f"default: the checkpoint's sample.{key}"
 
@@ -154,18 +163,6 @@ def add_sample(sub) -> None:
 
 
 # ---------------------------------------------------------------- eval and frontier (logic in evaluation.py, frontier.py)
-def cmd_eval(args) -> None:
-    from .evaluation import run_eval
-
-    run_eval(args)
-
-
-def cmd_frontier(args) -> None:
-    from .frontier import run_frontier
-
-    run_frontier(args)
-
-
 def add_eval(sub) -> None:
     from .evaluation import add_eval_arguments
 
@@ -179,7 +176,7 @@ def add_eval(sub) -> None:
                    "(default: the samples' own 'checkpoint' field)")
     e.add_argument("--out", help="write all metrics and settings to this JSON file (default: print only)")
     add_eval_arguments(e)
-    e.set_defaults(func=cmd_eval)
+    e.set_defaults(func=_lazy("evaluation", "run_eval"))
 
 
 def add_frontier(sub) -> None:
@@ -199,7 +196,7 @@ def add_frontier(sub) -> None:
     f.add_argument("--sample-seed", type=int, default=0, help="sampling seed (the same for every setting)")
     f.add_argument("--out", required=True, help="folder for samples, frontier.csv, frontier.json and frontier.png")
     add_eval_arguments(f)
-    f.set_defaults(func=cmd_frontier)
+    f.set_defaults(func=_lazy("frontier", "run_frontier"))
 
 
 # ---------------------------------------------------------------- export and push (logic in export.py, hub.py)
@@ -246,12 +243,6 @@ def add_push(sub) -> None:
 
 
 # ---------------------------------------------------------------- serve (logic in serve.py)
-def cmd_serve(args) -> None:
-    from .serve import run_serve
-
-    run_serve(args)
-
-
 def add_serve(sub) -> None:
     v = _parser(sub, "serve", "a local web page: sample and watch the denoising step by step", [
         "ldlm serve --ckpt runs/tiny  # then open http://127.0.0.1:7860/",
@@ -267,7 +258,7 @@ def add_serve(sub) -> None:
                    "more get 'busy'")
     v.add_argument("--device", default="auto", help="auto, cpu or cuda")
     v.add_argument("--quiet", action="store_true", help="no line per request")
-    v.set_defaults(func=cmd_serve)
+    v.set_defaults(func=_lazy("serve", "run_serve"))
 
 
 # ---------------------------------------------------------------- config show
