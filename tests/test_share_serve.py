@@ -309,7 +309,7 @@ def test_server_api_caps_and_errors(server, model, monkeypatch):
     status, page, headers = call(base + "/")
     assert status == 200 and b'id="generate"' in page and "script-src 'self'" in headers["Content-Security-Policy"]
     info = json.loads(call(base + "/api/info")[1])
-    assert [c["key"] for c in info["controls"]] == ["num", "steps", "noise_scale", "solver", "seed"]
+    assert [c["key"] for c in info["controls"]] == ["num", "steps", "noise_scale", "solver", "grid", "seed"]
     assert info["limits"] == {"max_num": 3, "max_steps": 10, "queue": 1, "length": 32}
 
     status, body, _ = call(base + "/api/generate", {"num": 2, "steps": 5, "seed": 3, "noise_scale": 0.8})

@@ -127,7 +127,7 @@ def _sample_and_print(ckpt, out, show=5, device="auto", trajectory=False, **sett
 
 def cmd_sample(args) -> None:
     _sample_and_print(args.ckpt, out=args.out, show=args.show, device=args.device, trajectory=args.trajectory,
-                      num=args.num, steps=args.steps, seed=args.seed, solver=args.solver,
+                      num=args.num, steps=args.steps, grid=args.grid, seed=args.seed, solver=args.solver,
                       noise_scale=args.noise_scale, decode_temperature=args.decode_temperature,
                       batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p)
 
@@ -138,13 +138,15 @@ def add_sample(sub) -> None:
         "ldlm sample --ckpt runs/tiny --num 2 --steps 20 --trajectory  # print the text at every step",
         "ldlm sample --ckpt exports/tiny --noise-scale 0.8  # an `ldlm export` folder",
         "ldlm sample --ckpt runs/tiny-ar --temperature 0.8 --top-p 0.95  # the AR baseline",
-    ], extra="A flag the checkpoint's sampler does not read is an error: LDLM reads --steps --solver --noise-scale\n"
-             "--decode-temperature; MDLM --steps --temperature --top-p; AR --temperature --top-p (all: --num\n"
-             "--batch-size --seed).")
+    ], extra="A flag the checkpoint's sampler does not read is an error: LDLM (and TEncDM) read --steps --grid\n"
+             "--solver --noise-scale --decode-temperature; MDLM --steps --temperature --top-p; AR --temperature\n"
+             "--top-p (all: --num --batch-size --seed).")
     s.add_argument("--ckpt", required=True, help="run folder, ckpt-<step> folder, export folder or hub id (owner/name)")
     s.add_argument("--num", type=int, help="number of samples (" + _from_ckpt("num") + ")")
     s.add_argument("--steps", type=int, help="reverse-process steps, LDLM and MDLM (" + _from_ckpt("steps") + ")")
     s.add_argument("--seed", type=int, help="sampling seed (" + _from_ckpt("seed") + ")")
+    s.add_argument("--grid", choices=["logsnr", "uniform"], help="LDLM: time grid of the steps, uniform in log-SNR "
+                   "or in t (" + _from_ckpt("grid") + ")")
     s.add_argument("--solver", choices=["sde", "ode"], help="LDLM: sde = ancestral (DDIM eta=1), ode = DDIM eta=0 ("
                    + _from_ckpt("solver") + ")")
     s.add_argument("--noise-scale", type=float, help="LDLM: scale of the injected noise, the quality-diversity "

@@ -346,19 +346,24 @@ def save_config(cfg: Config, path: Path) -> None:
 
 # ---------------------------------------------------------------- self-documentation (`ldlm config show`)
 def key_docs() -> dict[str, str]:
-    """`section.key` -> the one-line comment beside it in this file, for every key."""
+    """`section.key` -> the comment beside it in this file (or the comment lines just above it), for every key."""
     import inspect
     import re
 
-    line = re.compile(r"^\s+(\w+):[^=#]+=[^#]*#\s*(.+?)\s*$")
+    line = re.compile(r"^\s+(\w+):[^=#]+=[^#]*?(?:#\s*(.+?))?\s*$")
     docs: dict[str, str] = {}
     sections = [("", Config)] + [(f"{f.name}.", _section_types(Config())[f.name]) for f in dataclasses.fields(Config)
                                  if dataclasses.is_dataclass(_section_types(Config())[f.name])]
     for prefix, cls in sections:
+        above: list[str] = []
         for ln in inspect.getsource(cls).splitlines():
+            if ln.strip().startswith("#"):
+                above.append(ln.strip().lstrip("#").strip())
+                continue
             m = line.match(ln)
             if m and not dataclasses.is_dataclass(_section_types(cls()).get(m.group(1))):
-                docs[prefix + m.group(1)] = m.group(2)
+                docs[prefix + m.group(1)] = m.group(2) or " ".join(above)
+            above = []
     return docs
 
 

@@ -148,13 +148,15 @@ def find_eval(run: Path, ckpt: Path, explicit: str | None) -> tuple[Path | None,
 _CARD_METRICS = [("gen_ppl", "gen-PPL", "{:.1f}"), ("entropy", "entropy", "{:.3f}"), ("mauve", "MAUVE", "{:.3f}"),
                  ("distinct2_set", "distinct-2 (set)", "{:.3f}"), ("rep4", "rep-4", "{:.3f}"),
                  ("mean_words", "words", "{:.1f}"), ("num", "samples", "{}")]
-_VALID_LINE = {"ldlm": "held-out diffusion loss {diff:.3f} (the trivial predictor's: {diff_trivial:.3f}); "
-                       "token reconstruction accuracy of decode(encode(x)) {recon_acc:.1%}",
-               "ar": "held-out NLL {nll:.3f} nats/token (perplexity {ppl:.1f})",
-               "mdlm": "held-out NELBO {nelbo:.3f} nats/token (perplexity bound {ppl:.1f})"}
-_SAMPLE_LINE = {"ldlm": "ldlm sample --ckpt {d} --num 8 --steps 50 --noise-scale 1.0",
-                "ar": "ldlm sample --ckpt {d} --num 8 --temperature 1.0",
-                "mdlm": "ldlm sample --ckpt {d} --num 8 --steps 50 --temperature 1.0"}
+_LATENT_VALID = ("held-out diffusion loss {diff:.3f} (the trivial predictor's: {diff_trivial:.3f}); "
+                 "token reconstruction accuracy of decode(encode(x)) {recon_acc:.1%}")
+# per algorithm: what it is, its hub tag, the flags of a sampling example, its last validation line
+_ALGO = {"ldlm": ("latent diffusion language model", "latent-diffusion", "--steps 50 --noise-scale 1.0", _LATENT_VALID),
+         "tencdm": ("TEncDM-style continuous diffusion baseline", "latent-diffusion", "--steps 50", _LATENT_VALID),
+         "ar": ("autoregressive baseline", "autoregressive", "--temperature 1.0",
+                "held-out NLL {nll:.3f} nats/token (perplexity {ppl:.1f})"),
+         "mdlm": ("masked diffusion (MDLM) baseline", "masked-diffusion", "--steps 50 --temperature 1.0",
+                  "held-out NELBO {nelbo:.3f} nats/token (perplexity bound {ppl:.1f})")}
 
 
 def _metrics_table(ev: dict) -> list[str]:
@@ -183,18 +185,17 @@ def _metrics_table(ev: dict) -> list[str]:
 def model_card(cfg, meta: dict, ev: dict | None, valid: dict, events: list[dict]) -> str:
     algo = cfg.algo
     corpus = cfg.data.corpus if cfg.data.format == "passages" else (cfg.data.hf_dataset or cfg.data.corpus)
-    title = {"ldlm": "latent diffusion language model", "ar": "autoregressive baseline",
-             "mdlm": "masked diffusion (MDLM) baseline"}[algo]
+    title, tag, flags, valid_line = _ALGO.get(algo, (f"{algo} model", algo, "", ""))
     lm = meta["frozen_lm"]
     passages = next((e.get("train_passages") for e in events if e.get("event") == "start"), "?")
     out = ["---", "library_name: ldlm", "pipeline_tag: text-generation",
-           "tags: [ldlm, text-generation, " + {"ldlm": "latent-diffusion", "ar": "autoregressive", "mdlm": "masked-diffusion"}[algo] + "]", "---", "",
+           f"tags: [ldlm, text-generation, {tag}]", "---", "",
            f"# {meta['name']}: {title} ({meta['trainable_params'] / 1e6:.1f} M trainable parameters)", "",
            f"Exported by ldlm {meta['ldlm_version']} from `{meta['source_checkpoint']}` (step {meta['step']}, "
            f"EMA weights). Trained on `{corpus}` ({passages} passages), "
            f"{cfg.data.seq_len} tokens per passage, for {meta['step']} steps of {cfg.train.batch_size} passages.", "",
            "## Use", "", f"`{meta['name']}` below is this folder, or its Hugging Face Hub id (owner/name) once pushed.",
-           "", "```bash", _SAMPLE_LINE[algo].format(d=meta["name"]),
+           "", "```bash", f"ldlm sample --ckpt {meta['name']} --num 8 {flags}".rstrip(),
            f"ldlm serve --ckpt {meta['name']}  # a web page that shows the denoising step by step", "```", "",
            "```python", "from ldlm.generate import load_model, generate", f"model = load_model(\"{meta['name']}\")",
            "print(generate(model, num=4, seed=0)[0][\"text\"])", "```", "",
@@ -209,7 +210,7 @@ def model_card(cfg, meta: dict, ev: dict | None, valid: dict, events: list[dict]
                 "Run `ldlm sample --ckpt RUN --num 128 --out RUN/samples.jsonl`, "
                 "`ldlm eval RUN/samples.jsonl --out RUN/eval.json`, and export again.", ""]
     try:
-        out += [f"At the end of training (validation, step {valid['step']}): " + _VALID_LINE[algo].format(**valid) + ".", ""]
+        out += [f"At the end of training (validation, step {valid['step']}): " + valid_line.format(**valid) + ".", ""]
     except (KeyError, ValueError, TypeError):
         pass  # no validation line (or an older log without these keys): nothing to report
     out += ["## Training", "", "Every setting is in `config.json`; this reproduces the run:", "", "```bash",
@@ -219,7 +220,7 @@ def model_card(cfg, meta: dict, ev: dict | None, valid: dict, events: list[dict]
         out += ["The command(s) that trained it:", "", "```bash", *commands, "```", ""]
     out += ["## Intended use and limits", "",
             "- A research model for studying " + ("latent diffusion language models" if algo == "ldlm" else
-                                                   "language-model baselines") + "; not for production use.",
+                                                   "diffusion language-model baselines") + "; not for production use.",
             f"- Writes at most {cfg.data.seq_len} tokens, in the register of its training text; no prompt or "
             "instruction following.",
             "- Small models trained briefly write fluent-looking but ungrammatical text; compare gen-PPL with the "

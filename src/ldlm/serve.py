@@ -42,11 +42,15 @@ CONTROLS = {
     "steps": ("steps", int, 1, "max_steps", "reverse-process steps (more: slower, usually better)"),
     "noise_scale": ("noise scale", float, 0.0, 2.0, "scale of the injected noise: lower = safer, less diverse"),
     "solver": ("solver", str, None, None, "sde: ancestral sampling; ode: deterministic DDIM"),
+    "grid": ("time grid", str, None, None, "logsnr: steps uniform in log-SNR; uniform: uniform in t"),
     "temperature": ("temperature", float, 0.05, 2.0, "token temperature"),
     "top_p": ("top-p", float, 0.05, 1.0, "nucleus sampling threshold"),
     "seed": ("seed", int, 0, 2**31 - 1, "same seed and settings: same texts"),
 }
-CHOICES = {"solver": ("sde", "ode")}
+CHOICES = {"solver": ("sde", "ode"), "grid": ("logsnr", "uniform")}
+TRAJECTORY = {"ldlm": "the text read out of the model's estimate of the clean latents at each step",
+              "tencdm": "the text read out of the model's estimate of the clean hidden states at each step",
+              "mdlm": "the text at each step, still-masked tokens shown as ░", "ar": "the text after each token"}
 
 
 class Busy(Exception):
@@ -83,9 +87,7 @@ class Service:
         if name.startswith("ckpt-"):
             name = f"{Path(ckpt).parent.name}/{name}"
         return {"algo": self.model.cfg.algo, "model": name, "controls": controls, "limits": self.limits,
-                "trajectory": {"ldlm": "the text read out of the model's estimate of the clean latents at each step",
-                               "mdlm": "the text at each step, still-masked tokens shown as ░",
-                               "ar": "the text after each token"}[self.model.cfg.algo]}
+                "trajectory": TRAJECTORY.get(self.model.cfg.algo, "the text at each step")}
 
     def parse(self, body: dict) -> dict:
         """Checked sampling settings from a request body, or a UserError naming the bad field."""
