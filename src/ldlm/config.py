@@ -412,3 +412,43 @@ def validate(cfg: Config) -> None:
 
 def save_config(cfg: Config, path: Path) -> None:
     Path(path).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------- self-documentation (`ldlm config show`)
+def key_docs() -> dict[str, str]:
+    """`section.key` -> the comment beside it in this file (or the comment lines just above it), for every key."""
+    import inspect
+    import re
+
+    line = re.compile(r"^\s+(\w+):[^=#]+=[^#]*?(?:#\s*(.+?))?\s*$")
+    docs: dict[str, str] = {}
+    sections = [("", Config)] + [(f"{f.name}.", _section_types(Config())[f.name]) for f in dataclasses.fields(Config)
+                                 if dataclasses.is_dataclass(_section_types(Config())[f.name])]
+    for prefix, cls in sections:
+        above: list[str] = []
+        for ln in inspect.getsource(cls).splitlines():
+            if ln.strip().startswith("#"):
+                above.append(ln.strip().lstrip("#").strip())
+                continue
+            m = line.match(ln)
+            if m and not dataclasses.is_dataclass(_section_types(cls()).get(m.group(1))):
+                docs[prefix + m.group(1)] = m.group(2) or " ".join(above)
+            above = []
+    return docs
+
+
+def describe(cfg: Config) -> list[tuple[str, object, object, str]]:
+    """(key, value, default, comment) for every key of `cfg`, in declaration order."""
+    docs, default = key_docs(), Config()
+    rows = []
+
+    def walk(obj, ref, prefix):
+        for f in dataclasses.fields(obj):
+            v, d = getattr(obj, f.name), getattr(ref, f.name)
+            if dataclasses.is_dataclass(v):
+                walk(v, d, f"{prefix}{f.name}.")
+            else:
+                rows.append((prefix + f.name, v, d, docs.get(prefix + f.name, "")))
+
+    walk(cfg, default, "")
+    return rows

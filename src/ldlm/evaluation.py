@@ -46,7 +46,7 @@ def read_samples(path: str | Path, what: str = "samples file") -> tuple[list[str
                                 f"each line needs {{\"text\": ...}}")
             texts.append(obj["text"])
             if not meta:
-                meta = {k: v for k, v in obj.items() if k not in ("text", "tokens")}
+                meta = {k: v for k, v in obj.items() if k not in ("text", "tokens", "trajectory")}
     if not texts:
         raise UserError(f"{what} '{path}' holds no texts; add some (e.g. `ldlm sample --out`)")
     return texts, meta

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 from pathlib import Path
 
 from .errors import UserError
@@ -94,7 +95,9 @@ def plot_frontier(path: Path, rows: list[dict], keys: list[str], title: str) -> 
 def run_frontier(args) -> list[dict]:
     from .checkpoint import write_text_atomic
     from .evaluation import PROTOCOL, build_references, format_table, make_evaluation
-    from .generate import generate, load_model, write_samples
+    from tqdm import tqdm
+
+    from .generate import generate, load_model, sample_settings, write_samples
 
     grid = sweep_grid(args)  # bad lists fail before anything slow is loaded
     keys = list(grid[0])
@@ -103,6 +106,8 @@ def run_frontier(args) -> list[dict]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.ckpt, device=args.device)
+    for setting in grid:  # a flag this model's sampler does not read fails now, before the evaluator loads
+        sample_settings(model, num=args.num, **setting)
     device = str(next(model.parameters()).device)
     refs, refs_b, note = build_references(args.reference or "valid", model.cfg, args.num, [], args.seed)
     ev = make_evaluation(args.eval_lm, refs, refs_b, note, seed=args.seed, device=device,
@@ -111,14 +116,16 @@ def run_frontier(args) -> list[dict]:
     meta = {"protocol": PROTOCOL, "checkpoint": model.checkpoint, "algo": model.cfg.algo, "num": args.num,
             "sample_seed": args.sample_seed, "swept": keys, "settings": ev.settings}
     generate(model, num=min(args.num, 8), seed=args.sample_seed, **grid[0])  # warm-up: one-time costs out of sec/sample
-    for setting in grid:
-        records = generate(model, num=args.num, seed=args.sample_seed, **setting)
+    bar = tqdm(grid, desc="frontier", unit="setting", dynamic_ncols=True, disable=os.environ.get("LDLM_QUIET") == "1")
+    for setting in bar:
+        bar.set_postfix_str(label_of(setting))
+        records = generate(model, num=args.num, seed=args.sample_seed, progress=True, **setting)
         label = label_of(setting)
         write_samples(records, out / f"samples-{label.replace(' ', '_')}.jsonl")
         row = {"label": label, **setting, "sec_per_sample": records[0]["sec_per_sample"],
                **ev.evaluate([r["text"] for r in records], desc=f"scoring {label}")}
         rows.append(row)
-        print(format_table({label: row}).splitlines()[1], f"{row['sec_per_sample'] * 1000:8.1f} ms/sample", flush=True)
+        tqdm.write(format_table({label: row}).splitlines()[1] + f" {row['sec_per_sample'] * 1000:8.1f} ms/sample")
         # written after every setting, so an interrupted sweep keeps what it finished
         write_table(out / "frontier.csv", rows, keys)
         write_text_atomic(out / "frontier.json", json.dumps({**meta, "rows": rows}, indent=1) + "\n")

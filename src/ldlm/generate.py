@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,11 +20,32 @@ from .algorithms import Algorithm, ids_to_text
 from .config import SampleConfig
 from .ema import apply_ema
 from .errors import UserError
+from .frozen_lm import load_tokenizer
 from .trainer import autocast, pick_device, setup_model
+
+# sampling setting -> its command-line flag, for messages
+FLAGS = {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(SampleConfig)}
 
 
 def load_model(path: str | Path, device: str = "auto", use_ema: bool = True) -> Algorithm:
-    """A trained model from a run folder or ckpt-<step> folder, in eval mode."""
+    """A trained model in eval mode, from a run folder, a ckpt-<step> folder (EMA weights unless
+    `use_ema=False`), an `ldlm export` folder, or a Hugging Face Hub id of one ('owner/name[@rev]')."""
+    from .export import check_frozen_lm, is_export, read_marker
+    from .hub import download, looks_like_hub_id
+
+    if looks_like_hub_id(str(path)):
+        path = download(str(path))
+    if is_export(path):
+        folder = Path(path)
+        meta = read_marker(folder)
+        cfg = ck.load_config_of(folder)
+        check_frozen_lm(meta.get("frozen_lm", {}), str(folder))
+        model = setup_model(cfg, pick_device(device), tokenizer=load_tokenizer(str(folder / "tokenizer")))
+        # an export holds the EMA weights as the model's own
+        ck.load_into(model, ck.load_tensors(folder / "model.safetensors"), model.trainable_state(),
+                     f"exported model '{folder}'")
+        model.checkpoint = str(folder)
+        return model.eval()
     ckpt = ck.resolve_checkpoint(path)
     cfg = ck.load_config_of(ckpt)
     dev = pick_device(device)
@@ -44,6 +66,9 @@ def sample_settings(model: Algorithm, **overrides) -> SampleConfig:
             continue
         if not hasattr(sc, k):
             raise UserError(f"unknown sampling setting '{k}'; valid: {', '.join(f.name for f in dataclasses.fields(sc))}")
+        if k not in model.sample_keys:
+            raise UserError(f"{FLAGS[k]} does not apply to an {model.cfg.algo.upper()} model (its sampler reads "
+                            f"{', '.join(FLAGS[x] for x in model.sample_keys)}); drop it")
         setattr(sc, k, v)
     if sc.num <= 0:
         raise UserError(f"--num must be a positive number of samples, got {sc.num}")
@@ -56,25 +81,63 @@ def sample_settings(model: Algorithm, **overrides) -> SampleConfig:
     return sc
 
 
+def step_texts(model: Algorithm, state) -> list[str]:
+    """The text of each row of a sampling state; MDLM's still-masked positions shown as '░'."""
+    return ids_to_text(model.tokenizer, model.trajectory_ids(state).cpu(), getattr(model, "mask_id", None))[1]
+
+
 @torch.no_grad()
-def generate(model: Algorithm, **settings) -> list[dict]:
-    """Sample `num` texts; returns one record per sample: text, tokens and the settings used."""
+def generate(model: Algorithm, return_trajectory: bool = False, progress: bool = False, **settings) -> list[dict]:
+    """Sample `num` texts; returns one record per sample: text, tokens and the settings used.
+
+    `return_trajectory=True` adds `trajectory`: per sampling step, the step number, its time t (None
+    for AR), the wall time the step took for the sample's batch (ms) and the text as it stood after
+    the step (LDLM: the argmax readout of that step's estimate of z0). `progress` shows a bar."""
+    from tqdm import tqdm
+
     sc = sample_settings(model, **settings)
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(sc.seed)
     records: list[dict] = []
+    trajectories: list[list[dict]] = []
+    # only the settings this algorithm reads: the others did not shape the samples
     meta = {"algo": model.cfg.algo, "checkpoint": getattr(model, "checkpoint", None),
-            **{k: v for k, v in dataclasses.asdict(sc).items() if k != "batch_size"}}
+            **{k: getattr(sc, k) for k in model.sample_keys if k != "batch_size"}}
+    per_batch = sc.steps if "steps" in model.sample_keys else model.cfg.data.seq_len - 1
+    batches = range(0, sc.num, sc.batch_size)
+    bar = tqdm(total=len(batches) * per_batch, desc=f"sample {model.cfg.algo}", unit="step", leave=False,
+               disable=not progress or os.environ.get("LDLM_QUIET") == "1", dynamic_ncols=True)
     t0 = time.time()
-    for start in range(0, sc.num, sc.batch_size):
+    for start in batches:
         n = min(sc.batch_size, sc.num - start)
+        steps: list[dict] = []
+        last = [time.perf_counter()]
+
+        def on_step(i, t, state):
+            if return_trajectory and device.type == "cuda":  # per-step times are asked for: make them true
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            entry = {"step": i + 1, "t": None if t is None else round(float(t), 6), "ms": (now - last[0]) * 1000}
+            if return_trajectory:
+                entry["texts"] = step_texts(model, state)
+            steps.append(entry)
+            bar.update(1)
+            last[0] = time.perf_counter()  # decoding the trajectory is not part of the step's time
+
         with autocast(device, sc.bf16):
-            ids = model.generate_ids(n, sc, g, device)
+            ids = model.generate_ids(n, sc, g, device, callback=on_step if (return_trajectory or not bar.disable) else None)
+        bar.update(max(0, per_batch - len(steps)))  # AR stops early once every row has ended
         toks, texts = ids_to_text(model.tokenizer, ids.cpu())
         records.extend({"text": t, "tokens": k} for t, k in zip(texts, toks))
-    per_sample = (time.time() - t0) / sc.num
-    for r in records:
+        if return_trajectory:
+            trajectories.extend([{"step": e["step"], "t": e["t"], "ms": round(e["ms"], 3), "text": e["texts"][j]}
+                                 for e in steps] for j in range(n))
+    bar.close()
+    per_sample = (time.time() - t0) / sc.num  # with a trajectory, this includes decoding every step
+    for j, r in enumerate(records):
         r.update(meta, sec_per_sample=per_sample)
+        if return_trajectory:
+            r["trajectory"] = trajectories[j]
     return records
 
 

@@ -29,8 +29,12 @@ def time_grid(schedule: Schedule, steps: int, kind: str = "uniform") -> torch.Te
 @torch.no_grad()
 def reverse_diffusion(denoiser, schedule: Schedule, shape, steps: int, solver: str = "sde",
                       noise_scale: float = 1.0, generator: torch.Generator | None = None,
-                      device="cpu", self_condition: bool = True, grid: str = "uniform") -> torch.Tensor:
-    """Integrate from t = 1 to t = 0 in `steps` steps on the given time grid; returns the final z0 estimate."""
+                      device="cpu", self_condition: bool = True, grid: str = "uniform",
+                      callback=None) -> torch.Tensor:
+    """Integrate from t = 1 to t = 0 in `steps` steps on the given time grid; returns the final z0 estimate.
+
+    `callback(i, t, z0_hat)`, if given, is called after each step's denoiser call (i = 0..steps-1,
+    t the step's start time as a float) with that step's estimate of z0."""
     eta = 1.0 if solver == "sde" else 0.0
     z = torch.randn(shape, generator=generator).to(device) * noise_scale
     z0_hat = None
@@ -38,6 +42,8 @@ def reverse_diffusion(denoiser, schedule: Schedule, shape, steps: int, solver: s
     for i in range(steps):
         t, s = ts[i].expand(shape[0]).to(device), ts[i + 1].expand(shape[0]).to(device)
         z0_hat = denoiser(z, t, z0_hat if self_condition else None).float()
+        if callback is not None:
+            callback(i, float(ts[i]), z0_hat)
         a_t, s_t = schedule.alpha(t)[:, None, None], schedule.sigma(t)[:, None, None]
         a_s, s_s = schedule.alpha(s)[:, None, None], schedule.sigma(s)[:, None, None]
         eps_hat = (z - a_t * z0_hat) / s_t.clamp_min(1e-8)

@@ -89,23 +89,26 @@ def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, 0.99))
 
 
-def setup_model(cfg: Config, device: torch.device) -> Algorithm:
-    if cfg.data.tokenizer == "gpt2":
+def setup_model(cfg: Config, device: torch.device, tokenizer=None) -> Algorithm:
+    """The algorithm of `cfg` on `device`, with its own tokenizer or `tokenizer` (e.g. an export's files)."""
+    if tokenizer is None and cfg.data.tokenizer == "gpt2":
         if cfg.algo in ("ldlm", "tencdm"):
             raise UserError("LDLM tokenises with its frozen LM's own tokenizer; leave data.tokenizer empty "
                             "(data.tokenizer=gpt2 is for the AR/MDLM baselines)")
         from .hubdata import gpt2_tokenizer
 
         tokenizer = gpt2_tokenizer()
-    else:
+    elif tokenizer is None:
         tokenizer = load_tokenizer(cfg.model.lm)
     model = build(cfg, tokenizer).to(device)
     return model
 
 
 class Trainer:
-    def __init__(self, cfg: Config, out_dir: str, resume: bool = False, quiet: bool = False):
+    def __init__(self, cfg: Config, out_dir: str, resume: bool = False, quiet: bool = False,
+                 command: str | None = None):
         self.cfg, self.out = cfg, Path(out_dir)
+        self.command = command  # the command line, logged so that an export's model card can show it
         tc = cfg.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
@@ -362,7 +365,7 @@ class Trainer:
                   "algo": cfg.algo, "trainable_params": n_params, "device": str(self.device),
                   "world_size": self.dist.world_size, "global_batch": self.global_batch,
                   "train_passages": len(self.corpus.train), "valid_passages": len(self.corpus.valid),
-                  "time": time.time()})
+                  "time": time.time(), **({"command": self.command} if self.command else {})})
         if not self.quiet:
             print(f"{cfg.algo}: {n_params / 1e6:.2f} M trainable parameters; {len(self.corpus.train)} train / "
                   f"{len(self.corpus.valid)} valid passages of {cfg.data.seq_len} tokens; device {self.device}"

@@ -47,6 +47,7 @@ def baseline_net(cfg: Config, vocab_size: int) -> TokenTransformer:
 
 class AR(Algorithm):
     name = "ar"
+    sample_keys = ("temperature", "top_p") + Algorithm.sample_keys
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
@@ -77,9 +78,10 @@ class AR(Algorithm):
         return {"loss": nll, "nll": nll, "ppl": math.exp(nll), "acc": (correct / n).item()}
 
     @torch.no_grad()
-    def generate_ids(self, num, sc: SampleConfig, generator, device, kv_cache: bool = True):
+    def generate_ids(self, num, sc: SampleConfig, generator, device, kv_cache: bool = True, callback=None):
         """Left to right from [CLS]; after a row's [SEP] it is filled with [PAD]. `kv_cache=False`
-        recomputes the whole prefix each step (the reference the cache is tested against)."""
+        recomputes the whole prefix each step (the reference the cache is tested against).
+        `callback(i - 1, None, ids)` after each token (AR has no diffusion time)."""
         L = self.cfg.data.seq_len
         ids = torch.full((num, L), self.pad_id, dtype=torch.long, device=device)
         ids[:, 0] = self.cls_id
@@ -93,7 +95,10 @@ class AR(Algorithm):
             tok = sample_tokens(self.net.logits(h[:, -1]), sc.temperature, sc.top_p, generator)
             ids[:, i] = torch.where(done, self.pad_id, tok)
             done |= tok == self.sep_id
+            if i == L - 1:
+                ids[~done, -1] = self.sep_id  # close passages that ran to the length limit, as the data does
+            if callback is not None:
+                callback(i - 1, None, ids)
             if bool(done.all()):
                 break
-        ids[~done, -1] = self.sep_id  # close passages that ran to the length limit, as the data does
         return ids

@@ -16,6 +16,8 @@ class Algorithm(nn.Module):
     """
 
     name = "base"
+    # the SampleConfig keys this algorithm's sampler reads; any other sampling flag is an error
+    sample_keys: tuple[str, ...] = ("num", "batch_size", "seed", "bf16")
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__()
@@ -72,15 +74,27 @@ class Algorithm(nn.Module):
 
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_ids(self, num: int, sc: SampleConfig, generator: torch.Generator, device) -> torch.Tensor:
-        """[num, L] token ids."""
+    def generate_ids(self, num: int, sc: SampleConfig, generator: torch.Generator, device,
+                     callback=None) -> torch.Tensor:
+        """[num, L] token ids. `callback(i, t, state)`, if given, is called once per sampling step
+        with the algorithm's current state (`trajectory_ids` turns it into token ids)."""
         raise NotImplementedError
 
+    def trajectory_ids(self, state) -> torch.Tensor:
+        """[num, L] token ids of a sampling state passed to `generate_ids`' callback."""
+        return state
 
-def ids_to_text(tokenizer, ids: torch.Tensor) -> tuple[list[list[int]], list[str]]:
-    """Cut each row at its first end/pad token (after a leading [CLS]/BOS) and detokenise."""
+
+def ids_to_text(tokenizer, ids: torch.Tensor, mask_id: int | None = None) -> tuple[list[list[int]], list[str]]:
+    """Cut each row at its first end/pad token (after a leading [CLS]/BOS) and detokenise.
+
+    With `mask_id`, each such token (MDLM's not-yet-decided positions) is shown as '░'."""
     stops = {tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id} - {None}
     starts = {tokenizer.cls_token_id, tokenizer.bos_token_id} - {None}
+
+    def decode(row):
+        return tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+
     toks, texts = [], []
     for row in ids.tolist():
         if row and row[0] in starts:
@@ -88,5 +102,18 @@ def ids_to_text(tokenizer, ids: torch.Tensor) -> tuple[list[list[int]], list[str
         cut = next((i for i, t in enumerate(row) if t in stops), len(row))
         row = row[:cut]
         toks.append(row)
-        texts.append(tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=True))
+        if mask_id is None or mask_id not in row:
+            texts.append(decode(row))
+            continue
+        parts, seg = [], []
+        for t in row + [None]:
+            if t == mask_id or t is None:
+                if seg:
+                    parts.append(decode(seg))
+                    seg = []
+                if t is not None:
+                    parts.append("░")
+            else:
+                seg.append(t)
+        texts.append(" ".join(p for p in parts if p))
     return toks, texts

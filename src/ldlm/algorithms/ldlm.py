@@ -52,6 +52,7 @@ def collapse_stats(z: torch.Tensor) -> dict:
 
 class LDLM(Algorithm):
     name = "ldlm"
+    sample_keys = ("steps", "grid", "solver", "noise_scale", "decode_temperature") + Algorithm.sample_keys
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
@@ -258,7 +259,11 @@ class LDLM(Algorithm):
         return self.readout.to_global(local)
 
     @torch.no_grad()
-    def generate_ids(self, num, sc: SampleConfig, generator, device):
+    def generate_ids(self, num, sc: SampleConfig, generator, device, callback=None):
         z0 = reverse_diffusion(self.denoiser, self.schedule, (num, *self.latent_shape()), sc.steps,
-                               sc.solver, sc.noise_scale, generator, device, grid=sc.grid)
+                               sc.solver, sc.noise_scale, generator, device, grid=sc.grid, callback=callback)
         return self.decode_latents(z0, sc.decode_temperature, generator)
+
+    def trajectory_ids(self, state):
+        """The step's z0 estimate, read out by argmax (the text the model 'sees' at that step)."""
+        return self.decode_latents(state)

@@ -28,6 +28,7 @@ from .base import Algorithm
 
 class MDLM(Algorithm):
     name = "mdlm"
+    sample_keys = ("steps", "temperature", "top_p", "cache") + Algorithm.sample_keys
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
@@ -84,7 +85,7 @@ class MDLM(Algorithm):
 
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_ids(self, num, sc: SampleConfig, generator, device):
+    def generate_ids(self, num, sc: SampleConfig, generator, device, callback=None):
         """Ancestral sampling with `sc.steps` steps on the grid t = 1, 1 - 1/S, ..., 1/S -> 0.
 
         From t to s each masked token is unmasked with probability (alpha_s - alpha_t)/(1 - alpha_t)
@@ -112,4 +113,6 @@ class MDLM(Algorithm):
             if unmask.any():
                 x[unmask] = sample_tokens(self.subs_logits(h[unmask]), sc.temperature, sc.top_p, generator)
             changed = unmask.any(1)
+            if callback is not None:
+                callback(S - i, t, x)  # still-masked positions hold [MASK]
         return x
