@@ -90,9 +90,6 @@ def paper_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
 SUITES = {"ablation": (variants, "ablation"), "paper": (paper_variants, "paper-recipe")}
 
 
-IGNORED_KEYS = {("train", "threads"), ("train", "device"), ("data", "cache_dir"), ("sample", "grid")}  # may differ between resumes (the grid only matters when sampling)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="ablation", choices=sorted(SUITES), help="which set of variants")
@@ -123,19 +120,7 @@ def parse_args(argv=None):
     return a
 
 
-def _flat(d: dict, prefix=()) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
-
-
-def config_diff(a: dict, b: dict) -> list[str]:
-    fa, fb = _flat(a), _flat(b)
-    return [".".join(k) for k in sorted(set(fa) | set(fb)) if k[:2] not in IGNORED_KEYS and fa.get(k) != fb.get(k)]
+config_diff = B.config_diff  # (tests use it from here)
 
 
 def train_stats(run: Path) -> dict:
@@ -163,27 +148,11 @@ def variant_config(overrides: list[str], a, device: str):
 
 def run_variant(name: str, overrides: list[str], a, device: str) -> Path:
     """Train (or resume, or skip if finished) one variant; returns its run folder."""
-    from ldlm import checkpoint as ck
-    from ldlm.trainer import Trainer
-
     cfg = variant_config(overrides, a, device)
-    run = a.runs / name.split("@")[0]
-    latest = ck.latest_name(run) if run.exists() else None
-    if latest:
-        saved = json.loads((run / "config.json").read_text())
-        diff = config_diff(saved, cfg.to_dict())
-        if diff:
-            sys.exit(f"{run} was made with another config ({', '.join(diff[:6])} differ); delete it or pass --runs "
-                     f"to another folder")
-        step = int(ck.load_state_json(run / latest)["step"])
-        if step >= cfg.train.steps:
-            return run
-        B.log(f"[{name}] resuming at step {step}")
-    if "@" in name:
-        sys.exit(f"[{name}] needs the run '{name.split('@')[0]}' first: list it before '{name}' in --only")
-    B.log(f"[{name}] training {cfg.train.steps} steps: {' '.join(overrides) or '(defaults)'}")
-    Trainer(cfg, str(run), resume=bool(latest), quiet=True).train()
-    return run
+    base = name.split("@")[0]
+    missing = (f"[{name}] needs the run '{base}' first: list it before '{name}' in --only") if "@" in name else None
+    B.log(f"[{name}] {' '.join(overrides) or '(defaults)'}")
+    return B.train_run(cfg, a.runs / base, name, missing=missing)
 
 
 def evaluate_run(name: str, run: Path, ev, a, grid: str | None = None) -> dict:

@@ -163,3 +163,76 @@ def test_ablation_seed_sets_every_run_and_second_seed_rows_add_one():
                                                                                 "naive-seed2")}
     assert seeds == {"full": 3, "ce-decoder": 3, "full-seed2": 4, "naive-seed2": 4}
     assert ablation.variant_config(vs["two-stage"][1], a, "cpu").train.steps == 7
+
+
+def _sweep_row(name, algo, lr, seed, score, status="ok"):
+    return {"config_name": name, "algo": algo, "lr": lr, "seed": seed, "score": score, "status": status}
+
+
+def test_lr_sweep_picks_each_config_by_its_mean_score_over_seeds():
+    import lr_sweep
+
+    runs = [_sweep_row("tiny-ar", "ar", 5e-4, 0, 5.6), _sweep_row("tiny-ar", "ar", 5e-4, 1, 5.4),  # mean 5.5
+            _sweep_row("tiny-ar", "ar", 1e-3, 0, 5.3), _sweep_row("tiny-ar", "ar", 1e-3, 1, 5.9),  # mean 5.6
+            _sweep_row("tiny-ar", "ar", 2e-3, 0, 4.0), _sweep_row("tiny-ar", "ar", 2e-3, 1, None, "failed: nan"),
+            _sweep_row("tiny", "ldlm", 5e-4, 0, 3.1), _sweep_row("tiny", "ldlm", 1e-3, 0, 2.9),
+            _sweep_row("tiny", "ldlm", 2e-3, 0, 3.0)]
+    best = lr_sweep.pick_best(runs)
+    # 2e-3 had the single lowest score but a failed seed: not eligible; 5e-4 wins on the mean
+    assert best["tiny-ar"]["lr"] == 5e-4 and best["tiny-ar"]["score"] == pytest.approx(5.5)
+    assert best["tiny-ar"]["at_edge"] and "2e-3" not in {k for k in best["tiny-ar"]["by_lr"]}
+    assert best["tiny"]["lr"] == 1e-3 and not best["tiny"]["at_edge"] and best["tiny"]["metric"] == "objective"
+    assert "lr" not in lr_sweep.pick_best([_sweep_row("x", "mdlm", 1e-3, 0, None, "failed: nan")])["x"]
+
+
+def test_lr_sweep_scores_are_each_models_own_validation_loss():
+    import lr_sweep
+
+    v = {"diff": 0.8, "dec_ce": 2.5, "dec_mse": 0.9, "nll": 5.5, "nelbo": 6.2}
+    mse = {"lambda_ce": 1.0, "lambda_dec": 0.5, "decoder_loss": "mse"}
+    assert lr_sweep.score("ldlm", v, mse) == pytest.approx(0.8 + 2.5 + 0.45)
+    assert lr_sweep.score("ldlm", v, {**mse, "decoder_loss": "ce", "lambda_ce": 2.0}) == pytest.approx(0.8 + 5.0)
+    assert lr_sweep.score("ar", v, mse) == 5.5 and lr_sweep.score("mdlm", v, mse) == 6.2
+    assert lr_sweep.score("ldlm", {"diff": 0.8}, mse) is None
+
+
+def test_lr_sweep_end_to_end_on_micro_configs_and_resumes(root, tmp_path, monkeypatch):
+    import json
+
+    import lr_sweep
+
+    cfgs = ",".join(f"{root}/configs/{c}.yaml" for c in ("micro", "micro-ar", "micro-mdlm"))
+    out = tmp_path / "lr-sweep.json"
+    args = ["--configs", cfgs, "--lrs", "1e-3,4e-3", "--steps", "3", "--threads", "1", "--runs", str(tmp_path / "runs"),
+            "--out", str(out), "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    res = lr_sweep.main(args)
+    assert [(r["config_name"], r["lr"]) for r in res["runs"]] == [
+        (c, lr) for c in ("micro", "micro-ar", "micro-mdlm") for lr in (1e-3, 4e-3)]
+    for r in res["runs"]:
+        assert r["status"] == "ok" and r["valid"]["step"] == 3 and math.isfinite(r["score"])
+        saved = json.loads((Path(r["run"]) / "config.json").read_text())
+        assert saved["train"]["lr"] == r["lr"] and saved["train"]["steps"] == 3
+        key = {"ldlm": "diff", "ar": "nll", "mdlm": "nelbo"}[r["algo"]]
+        assert key in r["valid"]
+        if r["algo"] != "ldlm":
+            assert r["score"] == r["valid"][key]
+    for name in ("micro", "micro-ar", "micro-mdlm"):
+        rs = {r["lr"]: r["score"] for r in res["runs"] if r["config_name"] == name}
+        assert rs[1e-3] != rs[4e-3]  # the learning rate reached the optimizer
+        assert res["best"][name]["lr"] == min(rs, key=rs.get) and res["best"][name]["at_edge"]
+    saved = json.loads(out.read_text())
+    assert saved["best"] == json.loads(json.dumps(res["best"]))
+    assert saved["machine"]["command"] == "bench/lr_sweep.py " + " ".join(args)
+    table = out.with_suffix(".md").read_text()
+    assert "| micro-ar |" in table and "(nll)" in table and "(nelbo)" in table and "(objective)" in table
+
+    def no_training(self):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("ldlm.trainer.Trainer.train", no_training)
+    again = lr_sweep.main(args)
+    assert [r["score"] for r in again["runs"]] == [r["score"] for r in res["runs"]]
+    table = out.with_suffix(".md").read_text()
+    out.with_suffix(".md").unlink()
+    lr_sweep.main(["--report", str(out)])  # re-rendered from the JSON alone
+    assert out.with_suffix(".md").read_text() == table
