@@ -76,8 +76,78 @@ def test_summary_and_grids():
     assert s["median"] == 2.5 and s["min"] == 1.0 and s["max"] == 4.0 and s["n"] == 4 and s["q1"] <= s["q3"]
     assert benchlib.summary([5.0])["q1"] == 5.0
     a = frontier.parse_args(["--quick"])
-    assert [frontier.label(g) for g in frontier.grid("mdlm", a)] == ["S4 T1.0", "S16 T1.0"]
-    assert frontier.grid("ar", frontier.parse_args([]))[-1] == {"temperature": 1.0, "top_p": 0.95}
+    assert [frontier.label(g) for g in frontier.grid("mdlm", a)] == ["S4 T1.0 p0.9", "S16 T1.0 p0.9", "S4 T1.0 p1.0",
+                                                                     "S16 T1.0 p1.0"]
+    assert frontier.grid("ar", frontier.parse_args([]))[-1] == {"temperature": 1.1, "top_p": 1.0}
+
+
+def test_default_frontier_grids_sweep_every_knob_of_every_model_equally_broadly():
+    a = frontier.parse_args([])
+    knobs = {"ldlm": {"steps", "noise_scale", "decode_temperature"}, "mdlm": {"steps", "temperature", "top_p"},
+             "ar": {"temperature", "top_p"}}
+    sizes = {}
+    for algo, want in knobs.items():
+        g = frontier.grid(algo, a)
+        assert set(g[0]) == want and len({frontier.label(s) for s in g}) == len(g)
+        for k in want:  # every knob takes at least two values, so none is fixed by the script
+            assert len({s[k] for s in g}) >= 2, (algo, k)
+        sizes[algo] = len(g)
+    assert len(set(sizes.values())) == 1, sizes
+    # both baselines' temperature-like knobs reach below 1 (the low-entropy side), as LDLM's noise scale does
+    for algo, k in (("ldlm", "noise_scale"), ("mdlm", "temperature"), ("ar", "temperature"), ("mdlm", "top_p"),
+                    ("ar", "top_p")):
+        assert min(s[k] for s in frontier.grid(algo, a)) < 1.0
+
+
+def test_one_entropy_tolerance_in_both_directions():
+    """The case of the first frontier: MDLM's best at entropy 3.26, data 3.37, tol 0.3. LDLM at 10 steps
+    (3.00) is below the data - 0.3 bar the headline uses for LDLM's own best, so it no longer matches;
+    the next LDLM point that clears both bars does."""
+    rows = [_row("mdlm", "S16 T0.9", 2618.7, 3.275, 0.046, steps=16, temperature=0.9, top_p=1.0),
+            _row("mdlm", "S1024 T0.9", 2508.8, 3.257, 0.165, steps=1024, temperature=0.9, top_p=1.0),
+            _row("ldlm", "S10 ns1.0", 825.5, 3.000, 0.0114, steps=10, noise_scale=1.0),
+            _row("ldlm", "S25 ns1.0", 1086.3, 3.207, 0.0213, steps=25, noise_scale=1.0)]
+    data = {"entropy": 3.368}
+    c = frontier.at_mdlm_best(rows, data, tol=0.3)
+    assert c["status"] == "ok" and c["ldlm"]["label"] == "S25 ns1.0"
+    assert c["entropy_floor"] == pytest.approx(3.368 - 0.3)
+    h = frontier.headline(rows, data, tol=0.3)
+    assert h["ldlm"]["label"] == "S25 ns1.0" and h["entropy_floor"] == pytest.approx(3.368 - 0.3)
+    # the same predicate both ways: a point matches a target iff gen-PPL <= and entropy >= max(data, target) - tol
+    for tol in (0.1, 0.3):
+        floor = frontier.entropy_floor(3.368, 3.257, tol)
+        assert frontier.matches({"gen_ppl": 100, "entropy": floor}, {"gen_ppl": 100, "entropy": 3.257}, 3.368, tol)
+        assert not frontier.matches({"gen_ppl": 100, "entropy": floor - 1e-6}, {"gen_ppl": 100, "entropy": 3.257},
+                                    3.368, tol)
+    assert frontier.entropy_floor(None, 3.2, 0.3) == pytest.approx(2.9)
+
+
+def test_headline_accepts_a_higher_entropy_mdlm_crossing_and_tracks_top_p():
+    """More diversity at the same gen-PPL is never held against the other model; curves are per (T, top-p)."""
+    rows = [_row("ldlm", "S50 ns1.0", 90.0, 3.1, 0.008, steps=50, noise_scale=1.0),
+            _row("mdlm", "S16 T1.0 p1.0", 300.0, 3.9, 0.01, steps=16, temperature=1.0, top_p=1.0),
+            _row("mdlm", "S64 T1.0 p1.0", 80.0, 3.8, 0.03, steps=64, temperature=1.0, top_p=1.0),
+            # cheaper, but below max(data 3.2, LDLM's 3.1) - 0.3 = 2.9
+            _row("mdlm", "S16 T1.0 p0.9", 200.0, 2.85, 0.01, steps=16, temperature=1.0, top_p=0.9),
+            _row("mdlm", "S64 T1.0 p0.9", 85.0, 2.8, 0.02, steps=64, temperature=1.0, top_p=0.9)]
+    h = frontier.headline(rows, {"entropy": 3.2}, tol=0.3)
+    assert h["status"] == "ok"
+    by_p = {c["top_p"]: c for c in h["mdlm_crossings"]}
+    assert by_p[1.0]["entropy_ok"] and by_p[1.0]["entropy"] > 3.1 + 0.3  # above LDLM's by more than tol: fine
+    assert not by_p[0.9]["entropy_ok"] and by_p[0.9]["sec_per_sample"] < by_p[1.0]["sec_per_sample"]
+    assert h["mdlm"]["top_p"] == 1.0 and h["mdlm"]["bracket"] == ["S16 T1.0 p1.0", "S64 T1.0 p1.0"]
+
+
+def test_matches_against_ar_in_both_directions():
+    rows = _rows() + [_row("ar", "T0.8 p1.0", 70.0, 3.2, 0.004, temperature=0.8, top_p=1.0),
+                      _row("ar", "T1.0 p1.0", 130.0, 3.5, 0.005, temperature=1.0, top_p=1.0),
+                      _row("ar", "T0.6 p0.9", 20.0, 1.5, 0.001, temperature=0.6, top_p=0.9)]  # repetitive
+    d = frontier.at_ldlm_best_discrete(rows, {"entropy": 3.4}, tol=0.3, other="ar")
+    # LDLM's best is S50 ns1.0 (90, 3.3); AR T0.8 (70, 3.2) matches it; T0.6 is below the entropy bar
+    assert d["status"] == "ok" and d["ar"]["label"] == "T0.8 p1.0"
+    assert d["ratio_from_sweep"] == pytest.approx(0.004 / 0.008)
+    c = frontier.at_best(rows, {"entropy": 3.4}, tol=0.3, other="ar")
+    assert c["ar_best"]["label"] == "T0.8 p1.0" and c["status"] == "ldlm_never_reaches"  # no LDLM point <= 70
 
 
 def test_ablation_variants_are_valid_configs(root):
@@ -119,19 +189,41 @@ def test_speed_script_on_micro_models_writes_json_table_and_plot(root, tmp_path)
     assert out.with_suffix(".md").read_text() == table
 
 
+def _check_converse(c, rows, data_h, tol, other):
+    """Whatever the status, it is what the one-tolerance rule says about these rows."""
+    best = c[f"{other}_best"]
+    ld = [r for r in rows if r["algo"] == "ldlm"]
+    ok = [r for r in ld if frontier.matches(r, best, data_h, tol)]
+    assert c["status"] == ("ok" if ok else "ldlm_never_reaches")
+    if ok:
+        assert c["ldlm"]["label"] == min(ok, key=lambda r: r["sec_per_sample"])["label"]
+
+
 def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
-    """Three micro runs, tiny grids, a random evaluator: every point scored, both headlines decided, outputs."""
+    """Three micro runs, each model's full knob set on small grids, a random evaluator: every point
+    scored, every match decided as the rule says, outputs written and reused."""
     res = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])
     labels = {(r["algo"], r["label"]) for r in res["rows"]}
-    assert labels == {("ldlm", "S5 ns1.0"), ("ldlm", "S10 ns1.0"), ("mdlm", "S4 T1.0"), ("mdlm", "S16 T1.0"),
-                      ("ar", "T1.0 p1.0")}
+    assert labels == {("ldlm", f"S{s} ns1.0 dT{t}") for s in (5, 10) for t in (0.0, 1.0)} | \
+        {("mdlm", f"S{s} T1.0 p{p}") for s in (4, 16) for p in (0.9, 1.0)} | \
+        {("ar", f"T{t} p{p}") for t in (0.8, 1.0) for p in (0.9, 1.0)}
     assert all(r["gen_ppl"] > 1 and r["sec_per_sample"] > 0 for r in res["rows"])
+    rows, data_h, tol = res["rows"], res["data"]["entropy"], 0.3
     h = res["headline"]
-    assert h["status"] in ("ok", "mdlm_never_reaches")
-    conv = h["at_mdlm_best"]
-    assert conv["status"] in ("ok", "ldlm_never_reaches")
-    if conv["status"] == "ok":  # retimed, interleaved, --quick's 2 repeats
-        assert conv["timing"]["ratio"]["n"] == 2 and conv["ldlm"]["gen_ppl"] <= conv["mdlm_best"]["gen_ppl"]
+    best, by_rule = frontier.best_by_rule([r for r in rows if r["algo"] == "ldlm"], data_h, tol)
+    assert h["ldlm"]["label"] == best["label"] and h["entropy_floor"] == frontier.entropy_floor(data_h, best["entropy"], tol)
+    assert h["status"] == ("ok" if any(c["entropy_ok"] for c in h["mdlm_crossings"]) else "mdlm_never_reaches")
+    for c in h["mdlm_crossings"]:
+        assert c["entropy_ok"] == (c["entropy"] >= h["entropy_floor"])
+    _check_converse(h["at_mdlm_best"], rows, data_h, tol, "mdlm")
+    _check_converse(h["vs_ar"]["at_ar_best"], rows, data_h, tol, "ar")
+    to_ar = h["vs_ar"]["at_ldlm_best"]
+    ar_ok = [r for r in rows if r["algo"] == "ar" and frontier.matches(r, best, data_h, tol)]
+    assert to_ar["status"] == ("ok" if ar_ok else "ar_never_reaches")
+    for m in (h, h["at_mdlm_best"], *h["vs_ar"].values()):  # every match found was retimed, interleaved
+        assert ("timing" in m) == (m["status"] == "ok")
+        if m["status"] == "ok":
+            assert m["timing"]["ratio"]["n"] == 2
     for f in ("frontier.json", "frontier.csv", "frontier.png"):
         assert (tmp_path / f).stat().st_size > 0
     again = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])

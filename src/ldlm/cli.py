@@ -55,7 +55,8 @@ def _sample_and_print(ckpt, out, show=5, device="auto", **settings) -> list[dict
 def cmd_sample(args) -> None:
     _sample_and_print(args.ckpt, out=args.out, show=args.show, device=args.device, num=args.num, steps=args.steps,
                       seed=args.seed, solver=args.solver, noise_scale=args.noise_scale,
-                      batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p)
+                      batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
+                      decode_temperature=args.decode_temperature)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise-scale", type=float, help="scale of the injected noise (quality-diversity knob)")
     s.add_argument("--temperature", type=float, help="token temperature (baselines)")
     s.add_argument("--top-p", type=float, help="nucleus sampling (baselines)")
+    s.add_argument("--decode-temperature", type=float, help="LDLM token readout temperature (0 = argmax)")
     s.add_argument("--batch-size", type=int, help="samples per batch")
     s.add_argument("--out", help="samples file (.jsonl), one JSON object per sample")
     s.add_argument("--show", type=int, default=5, help="print this many samples")
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--noise-scale", help="comma list of noise scales (LDLM), e.g. 0.7,0.85,1.0")
     f.add_argument("--temperature", help="comma list of token temperatures (AR/MDLM baselines)")
     f.add_argument("--top-p", help="comma list of nucleus sampling thresholds (baselines)")
+    f.add_argument("--decode-temperature", help="comma list of LDLM readout temperatures (0 = argmax), e.g. 0,0.7")
     f.add_argument("--solver", help="comma list of solvers: sde,ode")
     f.add_argument("--num", type=int, default=128, help="samples per setting")
     f.add_argument("--sample-seed", type=int, default=0, help="sampling seed (the same for every setting)")
