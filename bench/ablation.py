@@ -212,12 +212,35 @@ def seed_noise(rows: dict) -> list[str]:
     return lines
 
 
-def write_report(a, res: dict) -> None:
+def suite_of(res: dict) -> str:
+    """The suite a results file was made by (its `benchmark` is the suite's file name)."""
+    return next((k for k, (_, name) in SUITES.items() if name == res.get("benchmark")), "ablation")
+
+
+def table(res: dict) -> list[str]:
+    """The results table: the data row, then every variant run, in the suite's variant order."""
+    suite = suite_of(res)
+    rows = {r["variant"]: r for r in res["rows"]}
+    cols = PAPER_COLS if suite == "paper" else COLS
+    lines = ["| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 3)]
+    data = res.get("data")
+    if data:
+        lines.append("| data (references) | held-out text | | " + " | ".join(
+            _f(get({"metrics": data}), fmt) if i < 4 else "" for i, (_, get, fmt) in enumerate(cols)) + " |")
+    for name in SUITES[suite][0](0, res["settings"]["two_stage"]):
+        if name in rows:
+            r = rows[name]
+            lines.append(f"| {name} | {res['changes'][name]} | {r['seed']} | "
+                         + " | ".join(_f(get(r), fmt) for _, get, fmt in cols) + " |")
+    return lines
+
+
+def markdown(res: dict) -> str:
+    """The report of a results file: settings, the table, seed noise, what could not be computed."""
+    suite = suite_of(res)
     rows = {r["variant"]: r for r in res["rows"]}
     m = res["machine"]
-    cols = PAPER_COLS if a.suite == "paper" else COLS
-    head = "| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |"
-    title = "LDLM: the paper's recipe against the old defaults" if a.suite == "paper" else "LDLM recipe ablation"
+    title = "LDLM: the paper's recipe against the old defaults" if suite == "paper" else "LDLM recipe ablation"
     lines = [f"# {title}", "",
              f"- command: `{m['command']}`",
              f"- machine: {B.describe_machine(m)}; load average at start {m.get('loadavg_1_5_15')}",
@@ -232,17 +255,8 @@ def write_report(a, res: dict) -> None:
              "input-blind predictor's (1 = learned nothing), token reconstruction accuracy of decode(encode(x)), "
              "mean cross-sequence latent cosine and effective rank across the batch as a share of its maximum "
              "(collapse: cosine near 1, rank near 0)",
-             "", head, "|" + "---|" * (len(cols) + 3)]
-    data = res.get("data")
-    if data:
-        lines.append("| data (references) | held-out text | | " + " | ".join(
-            _f(get({"metrics": data}), fmt) if i < 4 else "" for i, (_, get, fmt) in enumerate(cols)) + " |")
-    order = list(a.variants(0, res["settings"]["two_stage"]))
-    for name in order:
-        if name in rows:
-            r = rows[name]
-            lines.append(f"| {name} | {res['changes'][name]} | {r['seed']} | "
-                         + " | ".join(_f(get(r), fmt) for _, get, fmt in cols) + " |")
+             "", *table(res)]
+    order = list(SUITES[suite][0](0, res["settings"]["two_stage"]))
     missing = [n for n in order if n not in rows]
     if missing:
         lines += ["", f"Not run: {', '.join(missing)}."]
@@ -253,7 +267,11 @@ def write_report(a, res: dict) -> None:
     if na:
         lines += ["", "n/a:", *sorted(f"- {x}" for x in na)]
     lines += ["", "What it shows: _to be written from the numbers above._", ""]
-    (a.out / f"{a.name}.md").write_text("\n".join(lines), encoding="utf-8")
+    return "\n".join(lines)
+
+
+def write_report(a, res: dict) -> None:
+    (a.out / f"{a.name}.md").write_text(markdown(res), encoding="utf-8")
 
 
 def main(argv=None) -> dict:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/frontier.py --ldlm runs/tiny --mdlm runs/tiny-mdlm --ar runs/tiny-ar
     .venv/bin/python bench/frontier.py --quick          # smoke test: trains three micro runs first
-    .venv/bin/python bench/frontier.py --replot         # re-render frontier.png from frontier.json
+    .venv/bin/python bench/frontier.py --replot         # re-render frontier.png and .md from frontier.json
 
 Each model is swept over its own full knob set, as a grid (cartesian product): LDLM steps x noise
 scale x decode temperature; MDLM steps x temperature x top-p; AR temperature x top-p. The default
@@ -28,7 +28,8 @@ fastest LDLM point that matches it, both retimed the same way. With an AR run, t
 against AR are reported ("vs_ar": AR's cheapest point matching LDLM's best, and LDLM's fastest point
 matching AR's best), so the table says where LDLM stands against the strongest baseline too.
 
-Writes bench/results/frontier.json, frontier.csv, frontier.png (samples under frontier-samples/).
+Writes bench/results/frontier.json, frontier.md (the table and the matches), frontier.csv and frontier.png
+(samples under frontier-samples/).
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def parse_args(argv=None):
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default bench/results; --quick bench/results/quick)")
     p.add_argument("--fresh", action="store_true", help="ignore points already in frontier.json (default: reuse them)")
-    p.add_argument("--replot", action="store_true", help="only re-render frontier.png from the saved frontier.json")
+    p.add_argument("--replot", action="store_true", help="only re-render frontier.png/.md from the saved frontier.json")
     a = p.parse_args(argv)
     base = QUICK if a.quick else FULL
     for k, v in base.items():
@@ -384,6 +385,43 @@ def ar_message(c: dict) -> str:
                else f"{c['ratio_from_sweep']:.2f}x LDLM's time (from the sweep)"))
 
 
+def _cell(v, fmt: str) -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
+def markdown(res: dict, header: bool = True) -> str:
+    """The frontier table of a frontier.json (data row first, every point in sweep order) and its matches;
+    with `header`, the machine and command lines first."""
+    m = res["machine"]
+    lines = [f"Machine: {B.describe_machine(m)}; {m['date']}, commit {m['commit']}.", "",
+             f"Command: `{m['command']}`", ""] if header else []
+    lines += ["| model | setting | gen-PPL | entropy | MAUVE | distinct-2 (set) | ms/sample |",
+              "|---|---|---|---|---|---|---|"]
+    cols = (("gen_ppl", "{:.1f}"), ("entropy", "{:.3f}"), ("mauve", "{:.3f}"), ("distinct2_set", "{:.3f}"))
+    d = res.get("data") or {}
+    lines.append(f"| data | {d.get('num', res['num'])} held-out passages | "
+                 + " | ".join(_cell(d.get(k), f) for k, f in cols) + " | |")
+    for r in res["rows"]:
+        lines.append(f"| {r['algo'].upper()} | {r['label']} | " + " | ".join(_cell(r.get(k), f) for k, f in cols)
+                     + f" | {r['sec_per_sample'] * 1000:.1f} |")
+    h = res.get("headline") or {}
+    lines += ["", f"Matches (entropy tolerance {h.get('entropy_tol')}):", ""]
+    if h.get("status") == "ok":
+        t = h.get("timing", {}).get("ratio")
+        lines.append(f"- at LDLM's best ({h['ldlm']['label']}, gen-PPL {h['ldlm']['gen_ppl']:.1f}, entropy "
+                     f"{h['ldlm']['entropy']:.3f}): MDLM reaches it at ~{h['mdlm']['steps']:.0f} steps, "
+                     + (f"{t['median']:.2f}x LDLM's time (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
+                        else f"{h['ratio_from_sweep']:.2f}x LDLM's time (from the sweep)"))
+    elif h:
+        lines.append(f"- at LDLM's best: {h.get('message') or h.get('status')}")
+    if h.get("at_mdlm_best"):
+        lines.append(f"- {converse_message(h['at_mdlm_best'])}")
+    if h.get("vs_ar"):
+        lines.append(f"- {ar_message(h['vs_ar']['at_ldlm_best'])}")
+        lines.append(f"- {converse_message(h['vs_ar']['at_ar_best'], 'ar')}")
+    return "\n".join(lines) + "\n"
+
+
 def plot(path: Path, rows: list[dict], data: dict | None, h: dict, title: str) -> None:
     import matplotlib
 
@@ -449,6 +487,7 @@ def main(argv=None) -> dict:
             sys.exit(f"--replot: {out / 'frontier.json'} does not exist; run the sweep first (or pass --out)")
         res = json.loads((out / "frontier.json").read_text())
         plot(out / "frontier.png", res["rows"], res["data"], res["headline"], plot_title(res, a.eval_lm))
+        (out / "frontier.md").write_text(markdown(res), encoding="utf-8")
         return res
     out.mkdir(parents=True, exist_ok=True)
     runs = {"ldlm": a.ldlm, "mdlm": a.mdlm, "ar": a.ar}
@@ -528,6 +567,7 @@ def main(argv=None) -> dict:
     res["headline"] = h
     res["wall_s"] = time.time() - t0
     B.write_json(jpath, res)
+    (out / "frontier.md").write_text(markdown(res), encoding="utf-8")
     write_csv(out / "frontier.csv", [{"algo": "data", "label": "data", **(res["data"] or {})}] + res["rows"])
     plot(out / "frontier.png", res["rows"], res["data"], h, plot_title(res, a.eval_lm))
     if h.get("status") == "ok":

@@ -141,6 +141,24 @@ def _f(v, fmt="{:.4f}"):
     return "n/a" if v is None else fmt.format(v)
 
 
+def summary(res: dict) -> str:
+    """The best learning rate of each config, with its score (mean over seeds) at every rate swept."""
+    lrs = res["settings"]["lrs"]
+    lines = ["| config | metric | " + " | ".join(f"lr {x:g}" for x in lrs) + " | best lr | at edge of range |",
+             "|" + "---|" * (len(lrs) + 4)]
+    for name, b in res["best"].items():
+        cells = []
+        for x in lrs:
+            t = b["by_lr"].get(str(x))
+            cell = "failed" if t is None else (f"{t['mean']:.4f}" + (f" ({t['min']:.4f}–{t['max']:.4f})" if t["n"] > 1
+                                                                       else ""))
+            cells.append(f"**{cell}**" if t is not None and x == b.get("lr") else cell)
+        best = f"{b['lr']:g}" if "lr" in b else "none"
+        edge = "" if "lr" not in b else ("yes: widen the range" if b["at_edge"] else "no")
+        lines.append(f"| {name} | `{b['metric']}` | " + " | ".join(cells) + f" | {best} | {edge} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(res: dict) -> str:
     m, st = res["machine"], res["settings"]
     lines = ["# Learning-rate sweep", "",
@@ -152,14 +170,7 @@ def render(res: dict) -> str:
              "- score: last validation pass (EMA weights); AR `nll`, MDLM `nelbo` (nats per real token), LDLM "
              "`objective` = L_diff + λ_ce·CE_dec (+ λ_dec·MSE_dec), its training objective held out "
              "(bench/lr_sweep.py explains the choice); lower is better; mean over seeds", ""]
-    lines += ["| config | best lr | score (metric) | at edge of range |", "|---|---|---|---|"]
-    for name, b in res["best"].items():
-        if "lr" in b:
-            lines.append(f"| {name} | **{b['lr']:g}** | {b['score']:.4f} ({b['metric']}) | "
-                         f"{'yes: widen the range' if b['at_edge'] else 'no'} |")
-        else:
-            lines.append(f"| {name} | none | every run failed | |")
-    lines += ["", "Every run:", ""]
+    lines += [summary(res), "Every run:", ""]
     for name in res["best"]:
         rs = [r for r in res["runs"] if r["config_name"] == name]
         algo = rs[0]["algo"]

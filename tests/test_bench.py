@@ -316,7 +316,9 @@ def test_lr_sweep_end_to_end_on_micro_configs_and_resumes(root, tmp_path, monkey
     assert saved["best"] == json.loads(json.dumps(res["best"]))
     assert saved["machine"]["command"] == "bench/lr_sweep.py " + " ".join(args)
     table = out.with_suffix(".md").read_text()
-    assert "| micro-ar |" in table and "(nll)" in table and "(nelbo)" in table and "(objective)" in table
+    for name, metric in (("micro", "objective"), ("micro-ar", "nll"), ("micro-mdlm", "nelbo")):
+        b = res["best"][name]
+        assert f"| {name} | `{metric}` | " in table and f"**{b['score']:.4f}** | {b['lr']:g} | yes: widen" in table
 
     def no_training(self):
         raise AssertionError("a finished run was trained again")
