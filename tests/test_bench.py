@@ -330,3 +330,76 @@ def test_lr_sweep_end_to_end_on_micro_configs_and_resumes(root, tmp_path, monkey
     out.with_suffix(".md").unlink()
     lr_sweep.main(["--report", str(out)])  # re-rendered from the JSON alone
     assert out.with_suffix(".md").read_text() == table
+
+
+def test_readme_and_benchmarks_tables_equal_their_committed_results(root):
+    """Every generated block of README.md and BENCHMARKS.md is what bench/report.py renders from the
+    committed JSON it names: a hand-edited number, or a JSON changed without --update, fails here."""
+    import report
+
+    docs = [str(Path(root) / "README.md"), str(Path(root) / "BENCHMARKS.md")]
+    assert report.main(["--check", *docs]) == 0
+    blocks = [m.group(2) for d in docs for m in report.BLOCK.finditer(Path(d).read_text())]
+    assert {"bench/results/params.json", "bench/results/frontier.json", "bench/results/speed.json",
+            "bench/results/ablation.json"} <= set(blocks)
+
+
+def test_report_update_and_check_round_trip(root, tmp_path, capsys):
+    import shutil
+
+    import report
+
+    res = tmp_path / "params.json"
+    shutil.copy(Path(root) / "bench/results/params.json", res)
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n\n<!-- report: {res} table -->\nstale\n<!-- /report -->\n\noutro\n")
+    assert report.main(["--check", str(doc)]) == 1 and "--update" in capsys.readouterr().err
+    assert report.main(["--update", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("intro\n\n") and text.endswith("<!-- /report -->\n\noutro\n") and "stale" not in text
+    assert "| `configs/tiny.yaml` | LDLM | 12,419,002 |" in text
+    assert report.main(["--check", str(doc)]) == 0
+    doc.write_text(text.replace("12,419,002", "12,419,003"))  # a hand edit
+    assert report.main(["--check", str(doc)]) == 1
+
+
+def test_report_collects_a_trained_run_with_its_evaluation(root, random_lm, tmp_path):
+    import json
+
+    import report
+    from ldlm.cli import main as cli
+
+    run = tmp_path / "ar"
+    assert cli(["train", "--config", f"{root}/configs/micro-ar.yaml", "--out", str(run), "--quiet",
+                f"data.cache_dir={tmp_path / 'cache'}", "train.steps=4", "train.lr=3e-3"]) == 0
+    assert cli(["sample", "--ckpt", str(run), "--num", "4", "--out", str(run / "samples.jsonl")]) == 0
+    assert cli(["eval", str(run / "samples.jsonl"), "--eval-lm", random_lm, "--out", str(run / "eval.json")]) == 0
+    out = tmp_path / "baselines.json"
+    res = report.collect(out, [f"AR={run}"], None)
+    row = res["rows"][0]
+    start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    ev = json.loads((run / "eval.json").read_text())
+    assert row["lr"] == 3e-3 and row["steps"] == 4 and row["params"] == start["params"]
+    assert row["output_vocab"] == start["output_vocab"] and row["valid"]["step"] == 4
+    table = report.render(out)
+    assert f"NLL {row['valid']['nll']:.2f}" in table and f"| AR | {ev['rows']['samples']['gen_ppl']:.1f} |" in table
+    assert f"{row['params']['non_embedding']:,}" in table and "| 0.003 |" in table
+
+
+def test_params_script_counts_what_training_reports(root, tmp_path):
+    import params
+    import torch
+
+    from ldlm.config import load_config
+    from ldlm.data import build_corpus
+    from ldlm.trainer import setup_model
+
+    out = tmp_path / "params.json"
+    cfg = f"{root}/configs/micro-mdlm.yaml"
+    res = params.main(["--configs", cfg, "--set", f"data.cache_dir={tmp_path}", "--out", str(out)])
+    row = res["rows"][0]
+    model = setup_model(load_config(cfg, [f"data.cache_dir={tmp_path}"]), torch.device("cpu"))
+    model.prepare(build_corpus(model.cfg.data, model.tokenizer, model.cfg.model.lm), "cpu")
+    assert {k: row[k] for k in ("embedding", "non_embedding", "frozen", "trainable")} == model.param_counts()
+    assert row["output_vocab"] == model.output_vocab_size() < row["tokenizer_vocab"] / 4
+    assert f"| {row['trainable']:,} |" in out.with_suffix(".md").read_text()
