@@ -361,28 +361,29 @@ def plot_title(res: dict, eval_lm: str | None) -> str:
             f"evaluator {eval_lm or 'smollm2'}; {res['machine'].get('gpu') or res['machine']['cpu']}")
 
 
+def ratio_text(m: dict, unit: str) -> str:
+    """A match's time ratio: the interleaved re-timing's median and range, or the sweep's single ratio."""
+    t = m.get("timing", {}).get("ratio")
+    return (f"{t['median']:.2f}x {unit} (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
+            else f"{m['ratio_from_sweep']:.2f}x {unit} (from the sweep)")
+
+
 def converse_message(c: dict, other: str = "mdlm") -> str:
     name = other.upper()
     if c.get("status") != "ok":
         return f"at {name}'s best quality: {c.get('message') or c.get('status')}"
-    t = c.get("timing", {}).get("ratio")
     return (f"at {name}'s best quality (gen-PPL {c[f'{other}_best']['gen_ppl']:.1f} at {c[f'{other}_best']['label']}; "
             f"charged at {name} {c[other]['label']}, gen-PPL {c[other]['gen_ppl']:.1f}, entropy "
             f"{c[other]['entropy']:.2f}), LDLM {c['ldlm']['label']} (gen-PPL {c['ldlm']['gen_ppl']:.1f}, entropy "
-            f"{c['ldlm']['entropy']:.2f}) is "
-            + (f"{t['median']:.2f}x faster (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
-               else f"{c['ratio_from_sweep']:.2f}x faster (from the sweep)"))
+            f"{c['ldlm']['entropy']:.2f}) is " + ratio_text(c, "faster"))
 
 
 def ar_message(c: dict) -> str:
     if c.get("status") != "ok":
         return f"AR at LDLM's best quality: {c.get('message') or c.get('status')}"
-    t = c.get("timing", {}).get("ratio")
     return (f"AR at LDLM's best quality (LDLM {c['ldlm']['label']}, gen-PPL {c['ldlm']['gen_ppl']:.1f}, entropy "
             f"{c['ldlm']['entropy']:.2f}): AR {c['ar']['label']} (gen-PPL {c['ar']['gen_ppl']:.1f}, entropy "
-            f"{c['ar']['entropy']:.2f}) takes "
-            + (f"{t['median']:.2f}x LDLM's time (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
-               else f"{c['ratio_from_sweep']:.2f}x LDLM's time (from the sweep)"))
+            f"{c['ar']['entropy']:.2f}) takes " + ratio_text(c, "LDLM's time"))
 
 
 def _cell(v, fmt: str) -> str:
@@ -407,11 +408,9 @@ def markdown(res: dict, header: bool = True) -> str:
     h = res.get("headline") or {}
     lines += ["", f"Matches (entropy tolerance {h.get('entropy_tol')}):", ""]
     if h.get("status") == "ok":
-        t = h.get("timing", {}).get("ratio")
         lines.append(f"- at LDLM's best ({h['ldlm']['label']}, gen-PPL {h['ldlm']['gen_ppl']:.1f}, entropy "
                      f"{h['ldlm']['entropy']:.3f}): MDLM reaches it at ~{h['mdlm']['steps']:.0f} steps, "
-                     + (f"{t['median']:.2f}x LDLM's time (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
-                        else f"{h['ratio_from_sweep']:.2f}x LDLM's time (from the sweep)"))
+                     + ratio_text(h, "LDLM's time"))
     elif h:
         lines.append(f"- at LDLM's best: {h.get('message') or h.get('status')}")
     if h.get("at_mdlm_best"):
@@ -450,9 +449,7 @@ def plot(path: Path, rows: list[dict], data: dict | None, h: dict, title: str) -
     if h.get("status") == "ok":
         ax.scatter([h["mdlm"]["entropy"]], [h["ldlm"]["gen_ppl"]], marker="X", s=140, c="k", zorder=6,
                    label=f"MDLM reaches it at ~{h['mdlm']['steps']:.0f} steps")
-        t = h.get("timing", {}).get("ratio")
-        txt = (f"MDLM / LDLM time at matched quality: {t['median']:.2f}x (min {t['min']:.2f}, max {t['max']:.2f}, "
-               f"n={t['n']})" if t else f"ratio from the sweep: {h['ratio_from_sweep']:.2f}x")
+        txt = "MDLM at LDLM's best quality: " + ratio_text(h, "LDLM's time")
     else:
         txt = h.get("message") or h.get("status", "")
     conv = h.get("at_mdlm_best", {})
@@ -571,12 +568,9 @@ def main(argv=None) -> dict:
     write_csv(out / "frontier.csv", [{"algo": "data", "label": "data", **(res["data"] or {})}] + res["rows"])
     plot(out / "frontier.png", res["rows"], res["data"], h, plot_title(res, a.eval_lm))
     if h.get("status") == "ok":
-        t = h.get("timing", {}).get("ratio")
         msg = (f"headline: LDLM {h['ldlm']['label']} (gen-PPL {h['ldlm']['gen_ppl']:.1f}, entropy "
                f"{h['ldlm']['entropy']:.2f}) vs MDLM {label(settings_of({**h['mdlm'], 'steps': None}))} at "
-               f"~{h['mdlm']['steps']:.0f} steps: "
-               + (f"MDLM/LDLM time {t['median']:.2f}x (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
-                  else f"{h['ratio_from_sweep']:.2f}x from the sweep"))
+               f"~{h['mdlm']['steps']:.0f} steps: MDLM takes " + ratio_text(h, "LDLM's time"))
     else:
         msg = f"headline: {h.get('message') or h.get('status')}"
     B.log(msg)
