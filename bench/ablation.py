@@ -97,9 +97,6 @@ def paper_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
 SUITES = {"ablation": (variants, "ablation"), "paper": (paper_variants, "paper-recipe")}
 
 
-IGNORED_KEYS = {("train", "threads"), ("train", "device"), ("data", "cache_dir"), ("sample", "grid")}  # may differ between resumes (the grid only matters when sampling)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="ablation", choices=sorted(SUITES), help="which set of variants")
@@ -130,19 +127,7 @@ def parse_args(argv=None):
     return a
 
 
-def _flat(d: dict, prefix=()) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
-
-
-def config_diff(a: dict, b: dict) -> list[str]:
-    fa, fb = _flat(a), _flat(b)
-    return [".".join(k) for k in sorted(set(fa) | set(fb)) if k[:2] not in IGNORED_KEYS and fa.get(k) != fb.get(k)]
+config_diff = B.config_diff  # (tests use it from here)
 
 
 def train_stats(run: Path) -> dict:
@@ -170,27 +155,11 @@ def variant_config(overrides: list[str], a, device: str):
 
 def run_variant(name: str, overrides: list[str], a, device: str) -> Path:
     """Train (or resume, or skip if finished) one variant; returns its run folder."""
-    from ldlm import checkpoint as ck
-    from ldlm.trainer import Trainer
-
     cfg = variant_config(overrides, a, device)
-    run = a.runs / name.split("@")[0]
-    latest = ck.latest_name(run) if run.exists() else None
-    if latest:
-        saved = json.loads((run / "config.json").read_text())
-        diff = config_diff(saved, cfg.to_dict())
-        if diff:
-            sys.exit(f"{run} was made with another config ({', '.join(diff[:6])} differ); delete it or pass --runs "
-                     f"to another folder")
-        step = int(ck.load_state_json(run / latest)["step"])
-        if step >= cfg.train.steps:
-            return run
-        B.log(f"[{name}] resuming at step {step}")
-    if "@" in name:
-        sys.exit(f"[{name}] needs the run '{name.split('@')[0]}' first: list it before '{name}' in --only")
-    B.log(f"[{name}] training {cfg.train.steps} steps: {' '.join(overrides) or '(defaults)'}")
-    Trainer(cfg, str(run), resume=bool(latest), quiet=True).train()
-    return run
+    base = name.split("@")[0]
+    missing = (f"[{name}] needs the run '{base}' first: list it before '{name}' in --only") if "@" in name else None
+    B.log(f"[{name}] {' '.join(overrides) or '(defaults)'}")
+    return B.train_run(cfg, a.runs / base, name, missing=missing)
 
 
 def evaluate_run(name: str, run: Path, ev, a, grid: str | None = None) -> dict:
@@ -251,12 +220,35 @@ def seed_noise(rows: dict) -> list[str]:
     return lines
 
 
-def write_report(a, res: dict) -> None:
+def suite_of(res: dict) -> str:
+    """The suite a results file was made by (its `benchmark` is the suite's file name)."""
+    return next((k for k, (_, name) in SUITES.items() if name == res.get("benchmark")), "ablation")
+
+
+def table(res: dict) -> list[str]:
+    """The results table: the data row, then every variant run, in the suite's variant order."""
+    suite = suite_of(res)
+    rows = {r["variant"]: r for r in res["rows"]}
+    cols = PAPER_COLS if suite == "paper" else COLS
+    lines = ["| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 3)]
+    data = res.get("data")
+    if data:
+        lines.append("| data (references) | held-out text | | " + " | ".join(
+            _f(get({"metrics": data}), fmt) if i < 4 else "" for i, (_, get, fmt) in enumerate(cols)) + " |")
+    for name in SUITES[suite][0](0, res["settings"]["two_stage"]):
+        if name in rows:
+            r = rows[name]
+            lines.append(f"| {name} | {res['changes'][name]} | {r['seed']} | "
+                         + " | ".join(_f(get(r), fmt) for _, get, fmt in cols) + " |")
+    return lines
+
+
+def markdown(res: dict) -> str:
+    """The report of a results file: settings, the table, seed noise, what could not be computed."""
+    suite = suite_of(res)
     rows = {r["variant"]: r for r in res["rows"]}
     m = res["machine"]
-    cols = PAPER_COLS if a.suite == "paper" else COLS
-    head = "| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |"
-    title = "LDLM: the paper's recipe against the old defaults" if a.suite == "paper" else "LDLM recipe ablation"
+    title = "LDLM: the paper's recipe against the old defaults" if suite == "paper" else "LDLM recipe ablation"
     lines = [f"# {title}", "",
              f"- command: `{m['command']}`",
              f"- machine: {B.describe_machine(m)}; load average at start {m.get('loadavg_1_5_15')}",
@@ -271,17 +263,8 @@ def write_report(a, res: dict) -> None:
              "input-blind predictor's (1 = learned nothing), token reconstruction accuracy of decode(encode(x)), "
              "mean cross-sequence latent cosine and effective rank across the batch as a share of its maximum "
              "(collapse: cosine near 1, rank near 0)",
-             "", head, "|" + "---|" * (len(cols) + 3)]
-    data = res.get("data")
-    if data:
-        lines.append("| data (references) | held-out text | | " + " | ".join(
-            _f(get({"metrics": data}), fmt) if i < 4 else "" for i, (_, get, fmt) in enumerate(cols)) + " |")
-    order = list(a.variants(0, res["settings"]["two_stage"]))
-    for name in order:
-        if name in rows:
-            r = rows[name]
-            lines.append(f"| {name} | {res['changes'][name]} | {r['seed']} | "
-                         + " | ".join(_f(get(r), fmt) for _, get, fmt in cols) + " |")
+             "", *table(res)]
+    order = list(SUITES[suite][0](0, res["settings"]["two_stage"]))
     missing = [n for n in order if n not in rows]
     if missing:
         lines += ["", f"Not run: {', '.join(missing)}."]
@@ -292,7 +275,11 @@ def write_report(a, res: dict) -> None:
     if na:
         lines += ["", "n/a:", *sorted(f"- {x}" for x in na)]
     lines += ["", "What it shows: _to be written from the numbers above._", ""]
-    (a.out / f"{a.name}.md").write_text("\n".join(lines), encoding="utf-8")
+    return "\n".join(lines)
+
+
+def write_report(a, res: dict) -> None:
+    (a.out / f"{a.name}.md").write_text(markdown(res), encoding="utf-8")
 
 
 def main(argv=None) -> dict:

@@ -168,3 +168,59 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+# ---------------------------------------------------------------- training runs
+# keys that may differ between a run and its resume without changing what is trained
+IGNORED_KEYS = {("train", "threads"), ("train", "device"), ("data", "cache_dir"), ("train", "keep_last"),
+                ("sample", "grid")}  # the grid only matters when sampling
+
+
+def _flat(d: dict, prefix=()) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+def config_diff(a: dict, b: dict) -> list[str]:
+    """Config keys (section.key) whose values differ, except IGNORED_KEYS."""
+    fa, fb = _flat(a), _flat(b)
+    return [".".join(k) for k in sorted(set(fa) | set(fb)) if k[:2] not in IGNORED_KEYS and fa.get(k) != fb.get(k)]
+
+
+def train_run(cfg, run: Path, name: str, missing: str | None = None) -> Path:
+    """Train `cfg` into `run`: skipped when a checkpoint at its last step is there, resumed when an
+    earlier one is, refused (exit with a message) when the folder holds a run of another config.
+    With `missing`, a run that is not finished is not trained: exit with that message instead."""
+    from ldlm import checkpoint as ck
+    from ldlm.trainer import Trainer
+
+    latest = ck.latest_name(run) if run.exists() else None
+    if latest:
+        saved = json.loads((run / "config.json").read_text())
+        diff = config_diff(saved, cfg.to_dict())
+        if diff:
+            sys.exit(f"{run} was made with another config ({', '.join(diff[:6])} differ); delete it or pass --runs "
+                     f"to another folder")
+        step = int(ck.load_state_json(run / latest)["step"])
+        if step >= cfg.train.steps:
+            return run
+        log(f"[{name}] resuming at step {step}")
+    if missing:
+        sys.exit(missing)
+    log(f"[{name}] training {cfg.train.steps} steps")
+    Trainer(cfg, str(run), resume=bool(latest), quiet=True).train()
+    return run
+
+
+def last_valid(run: Path) -> dict:
+    """The run's last validation line of metrics.jsonl ({} if none)."""
+    from ldlm.plots import read_metrics
+
+    _, valid = read_metrics(run)
+    return valid[-1] if valid else {}
+

@@ -1,33 +1,42 @@
-"""Quality-diversity frontiers of LDLM, MDLM and AR in one plot, and the headline speed ratio.
+"""Quality-diversity frontiers of LDLM, MDLM and AR in one plot, and the speed ratios at matched quality.
 
     .venv/bin/python bench/frontier.py --ldlm runs/tiny --mdlm runs/tiny-mdlm --ar runs/tiny-ar
     .venv/bin/python bench/frontier.py --quick          # smoke test: trains three micro runs first
-    .venv/bin/python bench/frontier.py --replot         # re-render frontier.png from frontier.json
+    .venv/bin/python bench/frontier.py --replot         # re-render frontier.png and .md from frontier.json
 
-Each model is swept over its own knob (LDLM: noise scale x steps; MDLM: temperature x steps; AR:
-temperature and top-p), every point scored with the same evaluator and references (`ldlm eval`'s
-protocol: gen-PPL, entropy, MAUVE, distinct-n; the evaluator is loaded once), plus the data row.
+Each model is swept over its own full knob set, as a grid (cartesian product): LDLM steps x noise
+scale x decode temperature; MDLM steps x temperature x top-p; AR temperature x top-p. The default
+grids give each model 24 points (AR, with no steps knob, gets more values of each of its two), so
+no model's frontier is drawn from a narrower search. Every point is scored with the same evaluator
+and references (`ldlm eval`'s protocol: gen-PPL, entropy, MAUVE, distinct-n), plus the data row.
 
-Headline: LDLM's best setting = the lowest gen-PPL among its points whose entropy is at least the
-data's minus --entropy-tol (gen-PPL alone is gamed by repetition). MDLM's cost for the same
-quality: along each temperature's steps axis, the first crossing of that gen-PPL (interpolated in
-log gen-PPL vs log steps), kept only if the entropy there is within --entropy-tol of LDLM's; the
-cheapest such crossing wins. Both are then timed again, interleaved, --timing-repeats times
-(MDLM at the crossing's steps rounded up); ratio = MDLM time / LDLM time, median and min-max over
-the repeats. If MDLM never reaches it, the JSON and the output say so (and give a lower bound).
+One rule for "at least as good", used in every direction (one --entropy-tol): a point matches a
+target point if its gen-PPL is no higher and its entropy is no lower than max(data entropy, target
+entropy) - tol. A model's best point is its lowest gen-PPL among points with entropy >= data
+entropy - tol (gen-PPL alone is gamed by repetition).
 
-The converse match is always reported too ("at_mdlm_best"): MDLM's best gen-PPL by the same rule,
-charged at MDLM's cheapest point within --ppl-tol of it (its quality is often flat in steps), and the
-fastest LDLM point at least as good (gen-PPL no higher, entropy no more than --entropy-tol lower), both
-retimed the same way. When MDLM is the weaker model this is the defined speed ratio at matched quality.
+Headline ("at LDLM's best"): MDLM's cost for LDLM's best quality: along each (temperature, top-p)
+curve over steps, the first crossing of LDLM's gen-PPL (interpolated in log gen-PPL vs log steps),
+kept if the entropy there matches by the rule; the cheapest such crossing wins. Both are then timed
+again, interleaved, --timing-repeats times (MDLM at the crossing's steps rounded up); ratio = MDLM
+time / LDLM time, median and min-max over the repeats. If MDLM never reaches it, the JSON and the
+output say so (and give a lower bound).
 
-Writes bench/results/frontier.json, frontier.csv, frontier.png (samples under frontier-samples/).
+The converse match is always reported too ("at_mdlm_best"): MDLM's best point, charged at MDLM's
+cheapest matching point within --ppl-tol of its gen-PPL (its quality is often flat in steps), and the
+fastest LDLM point that matches it, both retimed the same way. With an AR run, the same two matches
+against AR are reported ("vs_ar": AR's cheapest point matching LDLM's best, and LDLM's fastest point
+matching AR's best), so the table says where LDLM stands against the strongest baseline too.
+
+Writes bench/results/frontier.json, frontier.md (the table and the matches), frontier.csv and frontier.png
+(samples under frontier-samples/).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import gc
+import itertools
 import math
 import os
 import sys
@@ -39,12 +48,21 @@ os.environ.setdefault("LDLM_QUIET", "1")
 
 import benchlib as B  # noqa: E402
 
-FULL = {"ldlm_steps": "10,25,50,100,200", "ldlm_noise": "0.7,0.8,0.9,1.0", "mdlm_steps": "16,64,256,1024",
-        "mdlm_temps": "0.8,0.9,1.0", "ar_temps": "0.7,0.8,0.9,1.0", "ar_top_p": "0.8,0.9,0.95", "num": 256,
+# each model's knobs: (sampling setting, argument holding its comma list, type); the grid is their product,
+# with the first knob varying fastest (points along steps, or along temperature for AR, form one curve)
+KNOBS = {"ldlm": [("steps", "ldlm_steps", int), ("noise_scale", "ldlm_noise", float),
+                  ("decode_temperature", "ldlm_decode_temps", float)],
+         "mdlm": [("steps", "mdlm_steps", int), ("temperature", "mdlm_temps", float), ("top_p", "mdlm_top_p", float)],
+         "ar": [("temperature", "ar_temps", float), ("top_p", "ar_top_p", float)]}
+FULL = {"ldlm_steps": "10,25,50,100", "ldlm_noise": "0.8,0.9,1.0", "ldlm_decode_temps": "0,0.7",
+        "mdlm_steps": "16,64,256,1024", "mdlm_temps": "0.8,0.9,1.0", "mdlm_top_p": "0.9,1.0",
+        "ar_temps": "0.6,0.7,0.8,0.9,1.0,1.1", "ar_top_p": "0.8,0.9,0.95,1.0", "num": 256,
         "timing_repeats": 5, "timing_num": 64}
-QUICK = {"ldlm_steps": "5,10", "ldlm_noise": "1.0", "mdlm_steps": "4,16", "mdlm_temps": "1.0", "ar_temps": "1.0",
-         "ar_top_p": "", "num": 32, "timing_repeats": 2, "timing_num": 8}
-KEYS = ["steps", "noise_scale", "temperature", "top_p"]
+QUICK = {"ldlm_steps": "5,10", "ldlm_noise": "1.0", "ldlm_decode_temps": "0,1.0", "mdlm_steps": "4,16",
+         "mdlm_temps": "1.0", "mdlm_top_p": "0.9,1.0", "ar_temps": "0.8,1.0", "ar_top_p": "0.9,1.0", "num": 32,
+         "timing_repeats": 2, "timing_num": 8}
+KEYS = ["steps", "noise_scale", "decode_temperature", "temperature", "top_p"]
+SHORT = {"steps": "S", "noise_scale": "ns", "decode_temperature": "dT", "temperature": "T", "top_p": "p"}
 
 
 def parse_args(argv=None):
@@ -66,7 +84,7 @@ def parse_args(argv=None):
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default bench/results; --quick bench/results/quick)")
     p.add_argument("--fresh", action="store_true", help="ignore points already in frontier.json (default: reuse them)")
-    p.add_argument("--replot", action="store_true", help="only re-render frontier.png from the saved frontier.json")
+    p.add_argument("--replot", action="store_true", help="only re-render frontier.png/.md from the saved frontier.json")
     a = p.parse_args(argv)
     base = QUICK if a.quick else FULL
     for k, v in base.items():
@@ -80,17 +98,20 @@ def floats(text):
 
 
 def grid(algo: str, a) -> list[dict]:
-    if algo == "ldlm":
-        return [{"steps": int(s), "noise_scale": n} for n in floats(a.ldlm_noise) for s in floats(a.ldlm_steps)]
-    if algo == "mdlm":
-        return [{"steps": int(s), "temperature": t} for t in floats(a.mdlm_temps) for s in floats(a.mdlm_steps)]
-    return ([{"temperature": t, "top_p": 1.0} for t in floats(a.ar_temps)]
-            + [{"temperature": 1.0, "top_p": p} for p in floats(a.ar_top_p) if p < 1.0])
+    """Every combination of the model's knob values (KNOBS), the first knob varying fastest."""
+    knobs = KNOBS[algo]
+    lists = []
+    for key, arg, typ in knobs:
+        values = [typ(v) for v in floats(getattr(a, arg))]
+        if not values:
+            sys.exit(f"--{arg.replace('_', '-')} is empty; give at least one value")
+        lists.append(values)
+    combos = itertools.product(*reversed(lists))
+    return [{key: v for (key, _, _), v in zip(knobs, reversed(c))} for c in combos]
 
 
 def label(setting: dict) -> str:
-    short = {"steps": "S", "noise_scale": "ns", "temperature": "T", "top_p": "p"}
-    return " ".join(f"{short[k]}{v}" for k, v in setting.items())
+    return " ".join(f"{SHORT[k]}{v}" for k, v in setting.items())
 
 
 def quick_runs(out: Path, threads: int) -> dict:
@@ -134,15 +155,35 @@ def best_by_rule(points: list[dict], data_h: float | None, tol: float) -> tuple[
     return max(points, key=lambda r: r["entropy"]), False
 
 
+def entropy_floor(data_h: float | None, target_h: float, tol: float) -> float:
+    """The lowest entropy a point may have to match a target point: within tol of the target's and of
+    the data's, whichever is higher (the same bar in every direction of every match)."""
+    return (target_h if data_h is None else max(data_h, target_h)) - tol
+
+
+def matches(r: dict, target: dict, data_h: float | None, tol: float) -> bool:
+    """r is at least as good as target: gen-PPL no higher, entropy at or above `entropy_floor`."""
+    return r["gen_ppl"] <= target["gen_ppl"] and r["entropy"] >= entropy_floor(data_h, target["entropy"], tol)
+
+
 def _point(r: dict) -> dict:
     return {k: r.get(k) for k in ("label", *KEYS, "gen_ppl", "entropy", "mauve", "sec_per_sample")}
 
 
+def _curves(points: list[dict], along: str) -> dict[tuple, list[dict]]:
+    """Points grouped by every knob but `along`, each group sorted along it."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in points:
+        key = tuple((k, r.get(k)) for k in KEYS if k != along and r.get(k) is not None)
+        groups.setdefault(key, []).append(r)
+    return {k: sorted(v, key=lambda r: r[along]) for k, v in sorted(groups.items(), key=lambda kv: str(kv[0]))}
+
+
 def headline(rows: list[dict], data: dict | None, tol: float, forced: str | None = None) -> dict:
-    """LDLM's best setting and the MDLM steps that reach its gen-PPL at similar entropy (see module doc)."""
+    """LDLM's best setting and the MDLM steps that reach its gen-PPL at matching entropy (see module doc)."""
     ld, md = _scored(rows, "ldlm"), _scored(rows, "mdlm")
     out: dict = {"entropy_tol": tol, "rule": "LDLM: lowest gen-PPL with entropy >= data entropy - tol; MDLM: first "
-                 "crossing of that gen-PPL along steps (log-log interpolation) with |entropy - LDLM's| <= tol"}
+                 "crossing of that gen-PPL along steps (log-log interpolation) with entropy >= max(data, LDLM's) - tol"}
     if not ld or not md:
         out["status"] = "unavailable: gen-PPL missing for LDLM or MDLM (no evaluator?)"
         return out
@@ -157,10 +198,12 @@ def headline(rows: list[dict], data: dict | None, tol: float, forced: str | None
         out["ldlm_choice"] = "rule" if by_rule else (f"no LDLM setting has entropy >= data entropy {data_h:.3f} - "
                                                      f"{tol}; took the highest-entropy setting")
     target, h_target = best["gen_ppl"], best["entropy"]
+    floor = entropy_floor(data_h, h_target, tol)
     out["ldlm"] = _point(best)
+    out["entropy_floor"] = floor
     crossings, closest = [], None
-    for temp in sorted({r["temperature"] for r in md}):
-        curve = sorted((r for r in md if r["temperature"] == temp), key=lambda r: r["steps"])
+    for knobs, curve in _curves(md, "steps").items():
+        fixed = dict(knobs)
         for i, r in enumerate(curve):
             gap = abs(math.log(r["gen_ppl"] / target)) + abs(r["entropy"] - h_target)
             if closest is None or gap < closest[0]:
@@ -168,17 +211,17 @@ def headline(rows: list[dict], data: dict | None, tol: float, forced: str | None
             if r["gen_ppl"] > target:
                 continue
             if i == 0:  # already at or below the target at the fewest steps swept: an upper bound on steps
-                c = {"temperature": temp, "steps": float(r["steps"]), "entropy": r["entropy"],
+                c = {**fixed, "steps": float(r["steps"]), "entropy": r["entropy"],
                      "sec_per_sample": r["sec_per_sample"], "bracket": [r["label"]], "at_grid_minimum": True}
             else:
                 p = curve[i - 1]
                 f = math.log(p["gen_ppl"] / target) / math.log(p["gen_ppl"] / r["gen_ppl"])
-                c = {"temperature": temp,
+                c = {**fixed,
                      "steps": math.exp(_interp(math.log(p["steps"]), math.log(r["steps"]), f)),
                      "entropy": _interp(p["entropy"], r["entropy"], f),
                      "sec_per_sample": math.exp(_interp(math.log(p["sec_per_sample"]), math.log(r["sec_per_sample"]), f)),
                      "bracket": [p["label"], r["label"]], "at_grid_minimum": False}
-            c["entropy_ok"] = abs(c["entropy"] - h_target) <= tol
+            c["entropy_ok"] = c["entropy"] >= floor
             crossings.append(c)
             break  # first crossing along steps
     out["mdlm_crossings"] = crossings
@@ -187,10 +230,10 @@ def headline(rows: list[dict], data: dict | None, tol: float, forced: str | None
         max_steps = max(r["steps"] for r in md)
         slowest = max(md, key=lambda r: r["sec_per_sample"])
         out["status"] = "mdlm_never_reaches"
-        out["message"] = (f"MDLM never reaches LDLM's gen-PPL {target:.1f} at entropy within {tol} of {h_target:.3f} "
-                          f"with up to {max_steps} steps (temperatures {sorted({r['temperature'] for r in md})}); "
-                          f"a lower bound on the ratio is MDLM's slowest swept setting ({slowest['label']}, "
-                          f"{slowest['sec_per_sample'] * 1000:.1f} ms/sample) over LDLM's time")
+        out["message"] = (f"MDLM never reaches LDLM's gen-PPL {target:.1f} at entropy >= {floor:.3f} with up to "
+                          f"{max_steps} steps ({len(md)} settings swept); a lower bound on the ratio is MDLM's "
+                          f"slowest swept setting ({slowest['label']}, {slowest['sec_per_sample'] * 1000:.1f} "
+                          f"ms/sample) over LDLM's time")
         out["ratio_lower_bound_from_sweep"] = slowest["sec_per_sample"] / best["sec_per_sample"]
         out["mdlm_closest"] = {k: closest[1].get(k) for k in ("label", "gen_ppl", "entropy", "sec_per_sample")}
         return out
@@ -204,50 +247,78 @@ def headline(rows: list[dict], data: dict | None, tol: float, forced: str | None
     return out
 
 
-def at_mdlm_best(rows: list[dict], data: dict | None, tol: float, ppl_tol: float = 0.1) -> dict:
-    """The converse match: MDLM's best quality and LDLM's fastest setting that is at least as good.
+def at_best(rows: list[dict], data: dict | None, tol: float, ppl_tol: float = 0.1, other: str = "mdlm") -> dict:
+    """The converse match: the other model's best quality and LDLM's fastest setting that matches it.
 
-    Defined even when MDLM never reaches LDLM's best (then the headline ratio only has a lower bound):
-    MDLM's best = its lowest gen-PPL with entropy >= data entropy - tol (else its highest-entropy point);
-    MDLM's cost = its cheapest point within ppl_tol (relative) of that gen-PPL at entropy within tol, so
-    that a flat quality-vs-steps curve is not charged for its most expensive point; LDLM's match = the
-    fastest LDLM point with gen-PPL <= MDLM's best and entropy >= MDLM's - tol.
+    Defined even when the other model never reaches LDLM's best: its best = lowest gen-PPL with entropy
+    >= data entropy - tol (else its highest-entropy point); its cost = its cheapest point within ppl_tol
+    (relative) of that gen-PPL that matches the best's entropy by the rule, so that a flat
+    quality-vs-steps curve is not charged for its most expensive point; LDLM's match = the fastest LDLM
+    point that matches the best by the rule (`matches`).
     """
-    ld, md = _scored(rows, "ldlm"), _scored(rows, "mdlm")
-    out: dict = {"rule": f"MDLM: lowest gen-PPL with entropy >= data entropy - tol, charged at its cheapest point within "
-                 f"{ppl_tol:.0%} of it; LDLM: fastest point with gen-PPL <= MDLM's lowest and entropy >= MDLM's - tol",
-                 "entropy_tol": tol, "ppl_tol": ppl_tol}
-    if not ld or not md:
-        return {**out, "status": "unavailable: gen-PPL missing for LDLM or MDLM"}
-    best, _ = best_by_rule(md, data.get("entropy") if data else None, tol)
-    near = [r for r in md if r["gen_ppl"] <= best["gen_ppl"] * (1 + ppl_tol) and abs(r["entropy"] - best["entropy"]) <= tol]
+    ld, ot = _scored(rows, "ldlm"), _scored(rows, other)
+    out: dict = {"rule": f"{other.upper()}: lowest gen-PPL with entropy >= data entropy - tol, charged at its cheapest "
+                 f"point within {ppl_tol:.0%} of it; LDLM: fastest point with gen-PPL <= {other.upper()}'s lowest and "
+                 f"entropy >= max(data, {other.upper()}'s) - tol", "entropy_tol": tol, "ppl_tol": ppl_tol}
+    if not ld or not ot:
+        return {**out, "status": f"unavailable: gen-PPL missing for LDLM or {other.upper()}"}
+    data_h = data.get("entropy") if data else None
+    best, _ = best_by_rule(ot, data_h, tol)
+    floor = entropy_floor(data_h, best["entropy"], tol)
+    near = [r for r in ot if r["gen_ppl"] <= best["gen_ppl"] * (1 + ppl_tol) and r["entropy"] >= floor] or [best]
     m = min(near, key=lambda r: r["sec_per_sample"])
-    matches = [r for r in ld if r["gen_ppl"] <= best["gen_ppl"] and r["entropy"] >= best["entropy"] - tol]
-    out.update(mdlm_best=_point(best), mdlm=_point(m))
-    if not matches:
+    found = [r for r in ld if matches(r, best, data_h, tol)]
+    out.update({f"{other}_best": _point(best), other: _point(m), "entropy_floor": floor})
+    if not found:
         return {**out, "status": "ldlm_never_reaches",
-                "message": f"no LDLM setting reaches MDLM's best gen-PPL {best['gen_ppl']:.1f} at entropy >= "
-                           f"{best['entropy'] - tol:.3f}"}
-    l = min(matches, key=lambda r: r["sec_per_sample"])
+                "message": f"no LDLM setting reaches {other.upper()}'s best gen-PPL {best['gen_ppl']:.1f} at entropy "
+                           f">= {floor:.3f}"}
+    l = min(found, key=lambda r: r["sec_per_sample"])
     out.update(status="ok", ldlm=_point(l), ratio_from_sweep=m["sec_per_sample"] / l["sec_per_sample"])
     return out
 
 
-def time_pair(models: dict, ld: dict, md: dict, a) -> dict:
-    """Time one LDLM and one MDLM setting, interleaved, --timing-repeats times after a warm-up of each."""
+def at_mdlm_best(rows: list[dict], data: dict | None, tol: float, ppl_tol: float = 0.1) -> dict:
+    return at_best(rows, data, tol, ppl_tol, "mdlm")
+
+
+def at_ldlm_best_discrete(rows: list[dict], data: dict | None, tol: float, other: str = "ar") -> dict:
+    """The other model's cheapest swept point that matches LDLM's best (no steps axis to interpolate)."""
+    ld, ot = _scored(rows, "ldlm"), _scored(rows, other)
+    out: dict = {"rule": f"LDLM: lowest gen-PPL with entropy >= data entropy - tol; {other.upper()}: cheapest point "
+                 f"with gen-PPL <= LDLM's and entropy >= max(data, LDLM's) - tol", "entropy_tol": tol}
+    if not ld or not ot:
+        return {**out, "status": f"unavailable: gen-PPL missing for LDLM or {other.upper()}"}
+    data_h = data.get("entropy") if data else None
+    best, _ = best_by_rule(ld, data_h, tol)
+    found = [r for r in ot if matches(r, best, data_h, tol)]
+    out.update(ldlm=_point(best), entropy_floor=entropy_floor(data_h, best["entropy"], tol))
+    if not found:
+        return {**out, "status": f"{other}_never_reaches",
+                "message": f"no {other.upper()} setting reaches LDLM's best gen-PPL {best['gen_ppl']:.1f} at entropy "
+                           f">= {out['entropy_floor']:.3f}"}
+    m = min(found, key=lambda r: r["sec_per_sample"])
+    out.update(status="ok", **{other: _point(m)}, ratio_from_sweep=m["sec_per_sample"] / best["sec_per_sample"])
+    return out
+
+
+def time_pair(models: dict, ld: dict, od: dict, a, other: str = "mdlm") -> dict:
+    """Time one LDLM and one other model's setting, interleaved, --timing-repeats times after a warm-up of each."""
     from ldlm.generate import generate
 
     n = a.timing_num
-    run = {"ldlm": lambda: generate(models["ldlm"], num=n, batch_size=n, seed=a.sample_seed, **ld)[0]["sec_per_sample"],
-           "mdlm": lambda: generate(models["mdlm"], num=n, batch_size=n, seed=a.sample_seed, **md)[0]["sec_per_sample"]}
-    run["ldlm"](), run["mdlm"]()  # warm-up
-    tl, tm = [], []
+
+    def run(algo, setting):
+        return generate(models[algo], num=n, batch_size=n, seed=a.sample_seed, **setting)[0]["sec_per_sample"]
+
+    run("ldlm", ld), run(other, od)  # warm-up
+    tl, to = [], []
     for _ in range(a.timing_repeats):
-        tl.append(run["ldlm"]())
-        tm.append(run["mdlm"]())
-    ratios = [m / l for m, l in zip(tm, tl)]
-    return {"num": n, "batch_size": n, "repeats": a.timing_repeats, "ldlm_setting": ld, "mdlm_setting": md,
-            "ldlm_sec_per_sample": B.summary(tl), "mdlm_sec_per_sample": B.summary(tm), "ratio": B.summary(ratios)}
+        tl.append(run("ldlm", ld))
+        to.append(run(other, od))
+    ratios = [o / l for o, l in zip(to, tl)]
+    return {"num": n, "batch_size": n, "repeats": a.timing_repeats, "ldlm_setting": ld, f"{other}_setting": od,
+            "ldlm_sec_per_sample": B.summary(tl), f"{other}_sec_per_sample": B.summary(to), "ratio": B.summary(ratios)}
 
 
 def settings_of(point: dict) -> dict:
@@ -255,13 +326,18 @@ def settings_of(point: dict) -> dict:
 
 
 def retime(h: dict, models: dict, a) -> None:
-    """Time both matched pairs again, interleaved; adds ratio statistics (median and spread)."""
-    if h.get("status") == "ok":
-        md = {"steps": max(1, math.ceil(h["mdlm"]["steps"] - 1e-9)), "temperature": h["mdlm"]["temperature"]}
-        h["timing"] = time_pair(models, settings_of(h["ldlm"]), md, a)
-    conv = h.get("at_mdlm_best", {})
-    if conv.get("status") == "ok":
-        conv["timing"] = time_pair(models, settings_of(conv["ldlm"]), settings_of(conv["mdlm"]), a)
+    """Time every matched pair again, interleaved; adds ratio statistics (median and spread)."""
+    if "mdlm" in models:
+        if h.get("status") == "ok":
+            md = {**settings_of(h["mdlm"]), "steps": max(1, math.ceil(h["mdlm"]["steps"] - 1e-9))}
+            h["timing"] = time_pair(models, settings_of(h["ldlm"]), md, a)
+        conv = h.get("at_mdlm_best", {})
+        if conv.get("status") == "ok":
+            conv["timing"] = time_pair(models, settings_of(conv["ldlm"]), settings_of(conv["mdlm"]), a)
+    if "ar" in models:
+        for m in h.get("vs_ar", {}).values():
+            if m.get("status") == "ok":
+                m["timing"] = time_pair(models, settings_of(m["ldlm"]), settings_of(m["ar"]), a, "ar")
 
 
 # ---------------------------------------------------------------- outputs
@@ -285,16 +361,64 @@ def plot_title(res: dict, eval_lm: str | None) -> str:
             f"evaluator {eval_lm or 'smollm2'}; {res['machine'].get('gpu') or res['machine']['cpu']}")
 
 
-def converse_message(c: dict) -> str:
+def ratio_text(m: dict, unit: str) -> str:
+    """A match's time ratio: the interleaved re-timing's median and range, or the sweep's single ratio."""
+    t = m.get("timing", {}).get("ratio")
+    return (f"{t['median']:.2f}x {unit} (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
+            else f"{m['ratio_from_sweep']:.2f}x {unit} (from the sweep)")
+
+
+def converse_message(c: dict, other: str = "mdlm") -> str:
+    name = other.upper()
     if c.get("status") != "ok":
-        return f"at MDLM's best quality: {c.get('message') or c.get('status')}"
-    t = c.get("timing", {}).get("ratio")
-    return (f"at MDLM's best quality (gen-PPL {c['mdlm_best']['gen_ppl']:.1f} at {c['mdlm_best']['label']}; "
-            f"charged at MDLM {c['mdlm']['label']}, gen-PPL {c['mdlm']['gen_ppl']:.1f}, entropy "
-            f"{c['mdlm']['entropy']:.2f}), LDLM {c['ldlm']['label']} (gen-PPL {c['ldlm']['gen_ppl']:.1f}, entropy "
-            f"{c['ldlm']['entropy']:.2f}) is "
-            + (f"{t['median']:.2f}x faster (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
-               else f"{c['ratio_from_sweep']:.2f}x faster (from the sweep)"))
+        return f"at {name}'s best quality: {c.get('message') or c.get('status')}"
+    return (f"at {name}'s best quality (gen-PPL {c[f'{other}_best']['gen_ppl']:.1f} at {c[f'{other}_best']['label']}; "
+            f"charged at {name} {c[other]['label']}, gen-PPL {c[other]['gen_ppl']:.1f}, entropy "
+            f"{c[other]['entropy']:.2f}), LDLM {c['ldlm']['label']} (gen-PPL {c['ldlm']['gen_ppl']:.1f}, entropy "
+            f"{c['ldlm']['entropy']:.2f}) is " + ratio_text(c, "faster"))
+
+
+def ar_message(c: dict) -> str:
+    if c.get("status") != "ok":
+        return f"AR at LDLM's best quality: {c.get('message') or c.get('status')}"
+    return (f"AR at LDLM's best quality (LDLM {c['ldlm']['label']}, gen-PPL {c['ldlm']['gen_ppl']:.1f}, entropy "
+            f"{c['ldlm']['entropy']:.2f}): AR {c['ar']['label']} (gen-PPL {c['ar']['gen_ppl']:.1f}, entropy "
+            f"{c['ar']['entropy']:.2f}) takes " + ratio_text(c, "LDLM's time"))
+
+
+def _cell(v, fmt: str) -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
+def markdown(res: dict, header: bool = True) -> str:
+    """The frontier table of a frontier.json (data row first, every point in sweep order) and its matches;
+    with `header`, the machine and command lines first."""
+    m = res["machine"]
+    lines = [f"Machine: {B.describe_machine(m)}; {m['date']}, commit {m['commit']}.", "",
+             f"Command: `{m['command']}`", ""] if header else []
+    lines += ["| model | setting | gen-PPL | entropy | MAUVE | distinct-2 (set) | ms/sample |",
+              "|---|---|---|---|---|---|---|"]
+    cols = (("gen_ppl", "{:.1f}"), ("entropy", "{:.3f}"), ("mauve", "{:.3f}"), ("distinct2_set", "{:.3f}"))
+    d = res.get("data") or {}
+    lines.append(f"| data | {d.get('num', res['num'])} held-out passages | "
+                 + " | ".join(_cell(d.get(k), f) for k, f in cols) + " | |")
+    for r in res["rows"]:
+        lines.append(f"| {r['algo'].upper()} | {r['label']} | " + " | ".join(_cell(r.get(k), f) for k, f in cols)
+                     + f" | {r['sec_per_sample'] * 1000:.1f} |")
+    h = res.get("headline") or {}
+    lines += ["", f"Matches (entropy tolerance {h.get('entropy_tol')}):", ""]
+    if h.get("status") == "ok":
+        lines.append(f"- at LDLM's best ({h['ldlm']['label']}, gen-PPL {h['ldlm']['gen_ppl']:.1f}, entropy "
+                     f"{h['ldlm']['entropy']:.3f}): MDLM reaches it at ~{h['mdlm']['steps']:.0f} steps, "
+                     + ratio_text(h, "LDLM's time"))
+    elif h:
+        lines.append(f"- at LDLM's best: {h.get('message') or h.get('status')}")
+    if h.get("at_mdlm_best"):
+        lines.append(f"- {converse_message(h['at_mdlm_best'])}")
+    if h.get("vs_ar"):
+        lines.append(f"- {ar_message(h['vs_ar']['at_ldlm_best'])}")
+        lines.append(f"- {converse_message(h['vs_ar']['at_ar_best'], 'ar')}")
+    return "\n".join(lines) + "\n"
 
 
 def plot(path: Path, rows: list[dict], data: dict | None, h: dict, title: str) -> None:
@@ -305,19 +429,16 @@ def plot(path: Path, rows: list[dict], data: dict | None, h: dict, title: str) -
 
     fig, ax = plt.subplots(figsize=(9, 6))
     colors = {"ldlm": "tab:blue", "mdlm": "tab:orange", "ar": "tab:green"}
-    group_of = {"ldlm": "noise_scale", "mdlm": "temperature", "ar": "top_p"}
-    along_of = {"ldlm": "steps", "mdlm": "steps", "ar": "temperature"}
     pts = [r for r in rows if r.get("gen_ppl") is not None]
     for algo in ("ldlm", "mdlm", "ar"):
-        rs = [r for r in pts if r["algo"] == algo]
-        groups = sorted({r.get(group_of[algo]) for r in rs})
-        for gi, g in enumerate(groups):
-            line = sorted((r for r in rs if r.get(group_of[algo]) == g), key=lambda r: r.get(along_of[algo]))
-            alpha = 0.35 + 0.65 * (gi + 1) / len(groups)
+        along = "temperature" if algo == "ar" else "steps"
+        curves = _curves([r for r in pts if r["algo"] == algo], along)
+        for gi, (knobs, line) in enumerate(curves.items()):
+            alpha = 0.35 + 0.65 * (gi + 1) / len(curves)
             ax.plot([r["entropy"] for r in line], [r["gen_ppl"] for r in line], marker="o", ms=4, color=colors[algo],
-                    alpha=alpha, label=f"{algo.upper()} {group_of[algo]}={g}")
+                    alpha=alpha, label=f"{algo.upper()} {label(dict(knobs))}")
             for r in line:
-                ax.annotate(f"{label({along_of[algo]: r.get(along_of[algo])})} {r['sec_per_sample'] * 1000:.0f}ms",
+                ax.annotate(f"{label({along: r.get(along)})} {r['sec_per_sample'] * 1000:.0f}ms",
                             (r["entropy"], r["gen_ppl"]), textcoords="offset points", xytext=(4, 3), fontsize=6,
                             color=colors[algo], alpha=alpha)
     if data and data.get("gen_ppl") is not None:
@@ -328,9 +449,7 @@ def plot(path: Path, rows: list[dict], data: dict | None, h: dict, title: str) -
     if h.get("status") == "ok":
         ax.scatter([h["mdlm"]["entropy"]], [h["ldlm"]["gen_ppl"]], marker="X", s=140, c="k", zorder=6,
                    label=f"MDLM reaches it at ~{h['mdlm']['steps']:.0f} steps")
-        t = h.get("timing", {}).get("ratio")
-        txt = (f"MDLM / LDLM time at matched quality: {t['median']:.2f}x (min {t['min']:.2f}, max {t['max']:.2f}, "
-               f"n={t['n']})" if t else f"ratio from the sweep: {h['ratio_from_sweep']:.2f}x")
+        txt = "MDLM at LDLM's best quality: " + ratio_text(h, "LDLM's time")
     else:
         txt = h.get("message") or h.get("status", "")
     conv = h.get("at_mdlm_best", {})
@@ -365,6 +484,7 @@ def main(argv=None) -> dict:
             sys.exit(f"--replot: {out / 'frontier.json'} does not exist; run the sweep first (or pass --out)")
         res = json.loads((out / "frontier.json").read_text())
         plot(out / "frontier.png", res["rows"], res["data"], res["headline"], plot_title(res, a.eval_lm))
+        (out / "frontier.md").write_text(markdown(res), encoding="utf-8")
         return res
     out.mkdir(parents=True, exist_ok=True)
     runs = {"ldlm": a.ldlm, "mdlm": a.mdlm, "ar": a.ar}
@@ -383,6 +503,10 @@ def main(argv=None) -> dict:
     keys = {k: data_key(c) for k, c in cfgs.items()}
     if len(set(keys.values())) > 1:
         notes.append(f"WARNING: the runs differ in data/tokenizer/length settings {keys}; the frontiers are not comparable")
+    vocabs = {k: c.model.readout_vocab for k, c in cfgs.items()}
+    if len(set(vocabs.values())) > 1:
+        notes.append(f"WARNING: the runs' output vocabularies differ {vocabs} (model.readout_vocab); not the same "
+                     f"treatment for every model")
     refs, refs_b, note = build_references("valid", cfgs["ldlm"], a.num, [], a.seed)
     ev = make_evaluation(a.eval_lm, refs, refs_b, note, seed=a.seed, device=device, batch_size=16, threads=a.threads)
     prev = {}
@@ -426,25 +550,34 @@ def main(argv=None) -> dict:
         gc.collect()
     h = headline(res["rows"], res["data"], a.entropy_tol, a.ldlm_best)
     h["at_mdlm_best"] = at_mdlm_best(res["rows"], res["data"], a.entropy_tol, a.ppl_tol)
-    if "mdlm" in runs and "ok" in (h.get("status"), h["at_mdlm_best"].get("status")):
-        models = {k: load_model(runs[k], device=device) for k in ("ldlm", "mdlm")}
+    if "ar" in runs:
+        h["vs_ar"] = {"at_ldlm_best": at_ldlm_best_discrete(res["rows"], res["data"], a.entropy_tol, "ar"),
+                      "at_ar_best": at_best(res["rows"], res["data"], a.entropy_tol, a.ppl_tol, "ar")}
+    timed = {"mdlm"} if "ok" in (h.get("status"), h["at_mdlm_best"].get("status")) else set()
+    if any(m.get("status") == "ok" for m in h.get("vs_ar", {}).values()):
+        timed.add("ar")
+    timed &= set(runs)
+    if timed:
+        models = {k: load_model(runs[k], device=device) for k in ("ldlm", *sorted(timed))}
         retime(h, models, a)
         del models
     res["headline"] = h
     res["wall_s"] = time.time() - t0
     B.write_json(jpath, res)
+    (out / "frontier.md").write_text(markdown(res), encoding="utf-8")
     write_csv(out / "frontier.csv", [{"algo": "data", "label": "data", **(res["data"] or {})}] + res["rows"])
     plot(out / "frontier.png", res["rows"], res["data"], h, plot_title(res, a.eval_lm))
     if h.get("status") == "ok":
-        t = h.get("timing", {}).get("ratio")
         msg = (f"headline: LDLM {h['ldlm']['label']} (gen-PPL {h['ldlm']['gen_ppl']:.1f}, entropy "
-               f"{h['ldlm']['entropy']:.2f}) vs MDLM T{h['mdlm']['temperature']} at ~{h['mdlm']['steps']:.0f} steps: "
-               + (f"MDLM/LDLM time {t['median']:.2f}x (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
-                  else f"{h['ratio_from_sweep']:.2f}x from the sweep"))
+               f"{h['ldlm']['entropy']:.2f}) vs MDLM {label(settings_of({**h['mdlm'], 'steps': None}))} at "
+               f"~{h['mdlm']['steps']:.0f} steps: MDLM takes " + ratio_text(h, "LDLM's time"))
     else:
         msg = f"headline: {h.get('message') or h.get('status')}"
     B.log(msg)
     B.log(converse_message(h["at_mdlm_best"]))
+    if "vs_ar" in h:
+        B.log(ar_message(h["vs_ar"]["at_ldlm_best"]))
+        B.log(converse_message(h["vs_ar"]["at_ar_best"], "ar"))
     B.log(f"written: {jpath}, frontier.csv, frontier.png ({res['wall_s']:.0f} s)")
     return res
 

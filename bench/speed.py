@@ -105,7 +105,7 @@ def build(algo: str, args, device: str):
 def param_counts(model) -> dict:
     from ldlm.blocks import count_params
 
-    out = {"trainable": count_params(model)}
+    out = model.param_counts()  # trainable, embedding, non_embedding, frozen; then trainable per part
     for part in ("encoder", "denoiser", "decoder", "readout", "net"):
         if hasattr(model, part):
             out[part] = count_params(getattr(model, part))
@@ -238,13 +238,14 @@ def _ms(s: dict) -> str:
     return f"{s['median'] * 1000:.1f} [{s['q1'] * 1000:.1f}–{s['q3'] * 1000:.1f}]"
 
 
-def markdown(res: dict) -> str:
-    """The sampling and training tables of a speed.json, as Markdown (medians with the IQR)."""
+def markdown(res: dict, header: bool = True) -> str:
+    """The sampling and training tables of a speed.json, as Markdown (medians with the IQR); with
+    `header`, the machine and command lines first."""
     m = res["machine"]
     lines = [f"Machine: {B.describe_machine(m)}; {m['date']}, commit {m['commit']}; load average at start "
              f"{m.get('loadavg_1_5_15')}, at end {m.get('loadavg_end')}.", "",
-             f"Command: `{m['command']}`", "",
-             "| model | setting | batch | ms/sample, median [IQR] | tokens/s | peak memory (MB) |",
+             f"Command: `{m['command']}`", ""] if header else []
+    lines += ["| model | setting | batch | ms/sample, median [IQR] | tokens/s | peak memory (MB) |",
              "|---|---|---|---|---|---|"]
     for r in res["sampling"]:
         if r["algo"] == "ldlm":

@@ -76,8 +76,78 @@ def test_summary_and_grids():
     assert s["median"] == 2.5 and s["min"] == 1.0 and s["max"] == 4.0 and s["n"] == 4 and s["q1"] <= s["q3"]
     assert benchlib.summary([5.0])["q1"] == 5.0
     a = frontier.parse_args(["--quick"])
-    assert [frontier.label(g) for g in frontier.grid("mdlm", a)] == ["S4 T1.0", "S16 T1.0"]
-    assert frontier.grid("ar", frontier.parse_args([]))[-1] == {"temperature": 1.0, "top_p": 0.95}
+    assert [frontier.label(g) for g in frontier.grid("mdlm", a)] == ["S4 T1.0 p0.9", "S16 T1.0 p0.9", "S4 T1.0 p1.0",
+                                                                     "S16 T1.0 p1.0"]
+    assert frontier.grid("ar", frontier.parse_args([]))[-1] == {"temperature": 1.1, "top_p": 1.0}
+
+
+def test_default_frontier_grids_sweep_every_knob_of_every_model_equally_broadly():
+    a = frontier.parse_args([])
+    knobs = {"ldlm": {"steps", "noise_scale", "decode_temperature"}, "mdlm": {"steps", "temperature", "top_p"},
+             "ar": {"temperature", "top_p"}}
+    sizes = {}
+    for algo, want in knobs.items():
+        g = frontier.grid(algo, a)
+        assert set(g[0]) == want and len({frontier.label(s) for s in g}) == len(g)
+        for k in want:  # every knob takes at least two values, so none is fixed by the script
+            assert len({s[k] for s in g}) >= 2, (algo, k)
+        sizes[algo] = len(g)
+    assert len(set(sizes.values())) == 1, sizes
+    # both baselines' temperature-like knobs reach below 1 (the low-entropy side), as LDLM's noise scale does
+    for algo, k in (("ldlm", "noise_scale"), ("mdlm", "temperature"), ("ar", "temperature"), ("mdlm", "top_p"),
+                    ("ar", "top_p")):
+        assert min(s[k] for s in frontier.grid(algo, a)) < 1.0
+
+
+def test_one_entropy_tolerance_in_both_directions():
+    """The case of the first frontier: MDLM's best at entropy 3.26, data 3.37, tol 0.3. LDLM at 10 steps
+    (3.00) is below the data - 0.3 bar the headline uses for LDLM's own best, so it no longer matches;
+    the next LDLM point that clears both bars does."""
+    rows = [_row("mdlm", "S16 T0.9", 2618.7, 3.275, 0.046, steps=16, temperature=0.9, top_p=1.0),
+            _row("mdlm", "S1024 T0.9", 2508.8, 3.257, 0.165, steps=1024, temperature=0.9, top_p=1.0),
+            _row("ldlm", "S10 ns1.0", 825.5, 3.000, 0.0114, steps=10, noise_scale=1.0),
+            _row("ldlm", "S25 ns1.0", 1086.3, 3.207, 0.0213, steps=25, noise_scale=1.0)]
+    data = {"entropy": 3.368}
+    c = frontier.at_mdlm_best(rows, data, tol=0.3)
+    assert c["status"] == "ok" and c["ldlm"]["label"] == "S25 ns1.0"
+    assert c["entropy_floor"] == pytest.approx(3.368 - 0.3)
+    h = frontier.headline(rows, data, tol=0.3)
+    assert h["ldlm"]["label"] == "S25 ns1.0" and h["entropy_floor"] == pytest.approx(3.368 - 0.3)
+    # the same predicate both ways: a point matches a target iff gen-PPL <= and entropy >= max(data, target) - tol
+    for tol in (0.1, 0.3):
+        floor = frontier.entropy_floor(3.368, 3.257, tol)
+        assert frontier.matches({"gen_ppl": 100, "entropy": floor}, {"gen_ppl": 100, "entropy": 3.257}, 3.368, tol)
+        assert not frontier.matches({"gen_ppl": 100, "entropy": floor - 1e-6}, {"gen_ppl": 100, "entropy": 3.257},
+                                    3.368, tol)
+    assert frontier.entropy_floor(None, 3.2, 0.3) == pytest.approx(2.9)
+
+
+def test_headline_accepts_a_higher_entropy_mdlm_crossing_and_tracks_top_p():
+    """More diversity at the same gen-PPL is never held against the other model; curves are per (T, top-p)."""
+    rows = [_row("ldlm", "S50 ns1.0", 90.0, 3.1, 0.008, steps=50, noise_scale=1.0),
+            _row("mdlm", "S16 T1.0 p1.0", 300.0, 3.9, 0.01, steps=16, temperature=1.0, top_p=1.0),
+            _row("mdlm", "S64 T1.0 p1.0", 80.0, 3.8, 0.03, steps=64, temperature=1.0, top_p=1.0),
+            # cheaper, but below max(data 3.2, LDLM's 3.1) - 0.3 = 2.9
+            _row("mdlm", "S16 T1.0 p0.9", 200.0, 2.85, 0.01, steps=16, temperature=1.0, top_p=0.9),
+            _row("mdlm", "S64 T1.0 p0.9", 85.0, 2.8, 0.02, steps=64, temperature=1.0, top_p=0.9)]
+    h = frontier.headline(rows, {"entropy": 3.2}, tol=0.3)
+    assert h["status"] == "ok"
+    by_p = {c["top_p"]: c for c in h["mdlm_crossings"]}
+    assert by_p[1.0]["entropy_ok"] and by_p[1.0]["entropy"] > 3.1 + 0.3  # above LDLM's by more than tol: fine
+    assert not by_p[0.9]["entropy_ok"] and by_p[0.9]["sec_per_sample"] < by_p[1.0]["sec_per_sample"]
+    assert h["mdlm"]["top_p"] == 1.0 and h["mdlm"]["bracket"] == ["S16 T1.0 p1.0", "S64 T1.0 p1.0"]
+
+
+def test_matches_against_ar_in_both_directions():
+    rows = _rows() + [_row("ar", "T0.8 p1.0", 70.0, 3.2, 0.004, temperature=0.8, top_p=1.0),
+                      _row("ar", "T1.0 p1.0", 130.0, 3.5, 0.005, temperature=1.0, top_p=1.0),
+                      _row("ar", "T0.6 p0.9", 20.0, 1.5, 0.001, temperature=0.6, top_p=0.9)]  # repetitive
+    d = frontier.at_ldlm_best_discrete(rows, {"entropy": 3.4}, tol=0.3, other="ar")
+    # LDLM's best is S50 ns1.0 (90, 3.3); AR T0.8 (70, 3.2) matches it; T0.6 is below the entropy bar
+    assert d["status"] == "ok" and d["ar"]["label"] == "T0.8 p1.0"
+    assert d["ratio_from_sweep"] == pytest.approx(0.004 / 0.008)
+    c = frontier.at_best(rows, {"entropy": 3.4}, tol=0.3, other="ar")
+    assert c["ar_best"]["label"] == "T0.8 p1.0" and c["status"] == "ldlm_never_reaches"  # no LDLM point <= 70
 
 
 def test_ablation_variants_are_valid_configs(root):
@@ -119,19 +189,41 @@ def test_speed_script_on_micro_models_writes_json_table_and_plot(root, tmp_path)
     assert out.with_suffix(".md").read_text() == table
 
 
+def _check_converse(c, rows, data_h, tol, other):
+    """Whatever the status, it is what the one-tolerance rule says about these rows."""
+    best = c[f"{other}_best"]
+    ld = [r for r in rows if r["algo"] == "ldlm"]
+    ok = [r for r in ld if frontier.matches(r, best, data_h, tol)]
+    assert c["status"] == ("ok" if ok else "ldlm_never_reaches")
+    if ok:
+        assert c["ldlm"]["label"] == min(ok, key=lambda r: r["sec_per_sample"])["label"]
+
+
 def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
-    """Three micro runs, tiny grids, a random evaluator: every point scored, both headlines decided, outputs."""
+    """Three micro runs, each model's full knob set on small grids, a random evaluator: every point
+    scored, every match decided as the rule says, outputs written and reused."""
     res = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])
     labels = {(r["algo"], r["label"]) for r in res["rows"]}
-    assert labels == {("ldlm", "S5 ns1.0"), ("ldlm", "S10 ns1.0"), ("mdlm", "S4 T1.0"), ("mdlm", "S16 T1.0"),
-                      ("ar", "T1.0 p1.0")}
+    assert labels == {("ldlm", f"S{s} ns1.0 dT{t}") for s in (5, 10) for t in (0.0, 1.0)} | \
+        {("mdlm", f"S{s} T1.0 p{p}") for s in (4, 16) for p in (0.9, 1.0)} | \
+        {("ar", f"T{t} p{p}") for t in (0.8, 1.0) for p in (0.9, 1.0)}
     assert all(r["gen_ppl"] > 1 and r["sec_per_sample"] > 0 for r in res["rows"])
+    rows, data_h, tol = res["rows"], res["data"]["entropy"], 0.3
     h = res["headline"]
-    assert h["status"] in ("ok", "mdlm_never_reaches")
-    conv = h["at_mdlm_best"]
-    assert conv["status"] in ("ok", "ldlm_never_reaches")
-    if conv["status"] == "ok":  # retimed, interleaved, --quick's 2 repeats
-        assert conv["timing"]["ratio"]["n"] == 2 and conv["ldlm"]["gen_ppl"] <= conv["mdlm_best"]["gen_ppl"]
+    best, by_rule = frontier.best_by_rule([r for r in rows if r["algo"] == "ldlm"], data_h, tol)
+    assert h["ldlm"]["label"] == best["label"] and h["entropy_floor"] == frontier.entropy_floor(data_h, best["entropy"], tol)
+    assert h["status"] == ("ok" if any(c["entropy_ok"] for c in h["mdlm_crossings"]) else "mdlm_never_reaches")
+    for c in h["mdlm_crossings"]:
+        assert c["entropy_ok"] == (c["entropy"] >= h["entropy_floor"])
+    _check_converse(h["at_mdlm_best"], rows, data_h, tol, "mdlm")
+    _check_converse(h["vs_ar"]["at_ar_best"], rows, data_h, tol, "ar")
+    to_ar = h["vs_ar"]["at_ldlm_best"]
+    ar_ok = [r for r in rows if r["algo"] == "ar" and frontier.matches(r, best, data_h, tol)]
+    assert to_ar["status"] == ("ok" if ar_ok else "ar_never_reaches")
+    for m in (h, h["at_mdlm_best"], *h["vs_ar"].values()):  # every match found was retimed, interleaved
+        assert ("timing" in m) == (m["status"] == "ok")
+        if m["status"] == "ok":
+            assert m["timing"]["ratio"]["n"] == 2
     for f in ("frontier.json", "frontier.csv", "frontier.png"):
         assert (tmp_path / f).stat().st_size > 0
     again = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])
@@ -163,3 +255,151 @@ def test_ablation_seed_sets_every_run_and_second_seed_rows_add_one():
                                                                                 "naive-seed2")}
     assert seeds == {"full": 3, "ce-decoder": 3, "full-seed2": 4, "naive-seed2": 4}
     assert ablation.variant_config(vs["two-stage"][1], a, "cpu").train.steps == 7
+
+
+def _sweep_row(name, algo, lr, seed, score, status="ok"):
+    return {"config_name": name, "algo": algo, "lr": lr, "seed": seed, "score": score, "status": status}
+
+
+def test_lr_sweep_picks_each_config_by_its_mean_score_over_seeds():
+    import lr_sweep
+
+    runs = [_sweep_row("tiny-ar", "ar", 5e-4, 0, 5.6), _sweep_row("tiny-ar", "ar", 5e-4, 1, 5.4),  # mean 5.5
+            _sweep_row("tiny-ar", "ar", 1e-3, 0, 5.3), _sweep_row("tiny-ar", "ar", 1e-3, 1, 5.9),  # mean 5.6
+            _sweep_row("tiny-ar", "ar", 2e-3, 0, 4.0), _sweep_row("tiny-ar", "ar", 2e-3, 1, None, "failed: nan"),
+            _sweep_row("tiny", "ldlm", 5e-4, 0, 3.1), _sweep_row("tiny", "ldlm", 1e-3, 0, 2.9),
+            _sweep_row("tiny", "ldlm", 2e-3, 0, 3.0)]
+    best = lr_sweep.pick_best(runs)
+    # 2e-3 had the single lowest score but a failed seed: not eligible; 5e-4 wins on the mean
+    assert best["tiny-ar"]["lr"] == 5e-4 and best["tiny-ar"]["score"] == pytest.approx(5.5)
+    assert best["tiny-ar"]["at_edge"] and "2e-3" not in {k for k in best["tiny-ar"]["by_lr"]}
+    assert best["tiny"]["lr"] == 1e-3 and not best["tiny"]["at_edge"] and best["tiny"]["metric"] == "objective"
+    assert "lr" not in lr_sweep.pick_best([_sweep_row("x", "mdlm", 1e-3, 0, None, "failed: nan")])["x"]
+
+
+def test_lr_sweep_scores_are_each_models_own_validation_loss():
+    import lr_sweep
+
+    v = {"diff": 0.8, "dec_ce": 2.5, "dec_mse": 0.9, "nll": 5.5, "nelbo": 6.2}
+    mse = {"lambda_ce": 1.0, "lambda_dec": 0.5, "decoder_loss": "mse"}
+    assert lr_sweep.score("ldlm", v, mse) == pytest.approx(0.8 + 2.5 + 0.45)
+    assert lr_sweep.score("ldlm", v, {**mse, "decoder_loss": "ce", "lambda_ce": 2.0}) == pytest.approx(0.8 + 5.0)
+    assert lr_sweep.score("ar", v, mse) == 5.5 and lr_sweep.score("mdlm", v, mse) == 6.2
+    assert lr_sweep.score("ldlm", {"diff": 0.8}, mse) is None
+
+
+def test_lr_sweep_end_to_end_on_micro_configs_and_resumes(root, tmp_path, monkeypatch):
+    import json
+
+    import lr_sweep
+
+    cfgs = ",".join(f"{root}/configs/{c}.yaml" for c in ("micro", "micro-ar", "micro-mdlm"))
+    out = tmp_path / "lr-sweep.json"
+    args = ["--configs", cfgs, "--lrs", "1e-3,4e-3", "--steps", "3", "--threads", "1", "--runs", str(tmp_path / "runs"),
+            "--out", str(out), "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    res = lr_sweep.main(args)
+    assert [(r["config_name"], r["lr"]) for r in res["runs"]] == [
+        (c, lr) for c in ("micro", "micro-ar", "micro-mdlm") for lr in (1e-3, 4e-3)]
+    for r in res["runs"]:
+        assert r["status"] == "ok" and r["valid"]["step"] == 3 and math.isfinite(r["score"])
+        saved = json.loads((Path(r["run"]) / "config.json").read_text())
+        assert saved["train"]["lr"] == r["lr"] and saved["train"]["steps"] == 3
+        key = {"ldlm": "diff", "ar": "nll", "mdlm": "nelbo"}[r["algo"]]
+        assert key in r["valid"]
+        if r["algo"] != "ldlm":
+            assert r["score"] == r["valid"][key]
+    for name in ("micro", "micro-ar", "micro-mdlm"):
+        rs = {r["lr"]: r["score"] for r in res["runs"] if r["config_name"] == name}
+        assert rs[1e-3] != rs[4e-3]  # the learning rate reached the optimizer
+        assert res["best"][name]["lr"] == min(rs, key=rs.get) and res["best"][name]["at_edge"]
+    saved = json.loads(out.read_text())
+    assert saved["best"] == json.loads(json.dumps(res["best"]))
+    assert saved["machine"]["command"] == "bench/lr_sweep.py " + " ".join(args)
+    table = out.with_suffix(".md").read_text()
+    for name, metric in (("micro", "objective"), ("micro-ar", "nll"), ("micro-mdlm", "nelbo")):
+        b = res["best"][name]
+        assert f"| {name} | `{metric}` | " in table and f"**{b['score']:.4f}** | {b['lr']:g} | yes: widen" in table
+
+    def no_training(self):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("ldlm.trainer.Trainer.train", no_training)
+    again = lr_sweep.main(args)
+    assert [r["score"] for r in again["runs"]] == [r["score"] for r in res["runs"]]
+    table = out.with_suffix(".md").read_text()
+    out.with_suffix(".md").unlink()
+    lr_sweep.main(["--report", str(out)])  # re-rendered from the JSON alone
+    assert out.with_suffix(".md").read_text() == table
+
+
+def test_readme_and_benchmarks_tables_equal_their_committed_results(root):
+    """Every generated block of README.md and BENCHMARKS.md is what bench/report.py renders from the
+    committed JSON it names: a hand-edited number, or a JSON changed without --update, fails here."""
+    import report
+
+    docs = [str(Path(root) / "README.md"), str(Path(root) / "BENCHMARKS.md")]
+    assert report.main(["--check", *docs]) == 0
+    blocks = [m.group(2) for d in docs for m in report.BLOCK.finditer(Path(d).read_text())]
+    assert {"bench/results/params.json", "bench/results/frontier.json", "bench/results/speed.json",
+            "bench/results/ablation.json"} <= set(blocks)
+
+
+def test_report_update_and_check_round_trip(root, tmp_path, capsys):
+    import shutil
+
+    import report
+
+    res = tmp_path / "params.json"
+    shutil.copy(Path(root) / "bench/results/params.json", res)
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n\n<!-- report: {res} table -->\nstale\n<!-- /report -->\n\noutro\n")
+    assert report.main(["--check", str(doc)]) == 1 and "--update" in capsys.readouterr().err
+    assert report.main(["--update", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("intro\n\n") and text.endswith("<!-- /report -->\n\noutro\n") and "stale" not in text
+    assert "| `configs/tiny.yaml` | LDLM | 12,419,002 |" in text
+    assert report.main(["--check", str(doc)]) == 0
+    doc.write_text(text.replace("12,419,002", "12,419,003"))  # a hand edit
+    assert report.main(["--check", str(doc)]) == 1
+
+
+def test_report_collects_a_trained_run_with_its_evaluation(root, random_lm, tmp_path):
+    import json
+
+    import report
+    from ldlm.cli import main as cli
+
+    run = tmp_path / "ar"
+    assert cli(["train", "--config", f"{root}/configs/micro-ar.yaml", "--out", str(run), "--quiet",
+                f"data.cache_dir={tmp_path / 'cache'}", "train.steps=4", "train.lr=3e-3"]) == 0
+    assert cli(["sample", "--ckpt", str(run), "--num", "4", "--out", str(run / "samples.jsonl")]) == 0
+    assert cli(["eval", str(run / "samples.jsonl"), "--eval-lm", random_lm, "--out", str(run / "eval.json")]) == 0
+    out = tmp_path / "baselines.json"
+    res = report.collect(out, [f"AR={run}"], None)
+    row = res["rows"][0]
+    start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    ev = json.loads((run / "eval.json").read_text())
+    assert row["lr"] == 3e-3 and row["steps"] == 4 and row["params"] == start["params"]
+    assert row["output_vocab"] == start["output_vocab"] and row["valid"]["step"] == 4
+    table = report.render(out)
+    assert f"NLL {row['valid']['nll']:.2f}" in table and f"| AR | {ev['rows']['samples']['gen_ppl']:.1f} |" in table
+    assert f"{row['params']['non_embedding']:,}" in table and "| 0.003 |" in table
+
+
+def test_params_script_counts_what_training_reports(root, tmp_path):
+    import params
+    import torch
+
+    from ldlm.config import load_config
+    from ldlm.data import build_corpus
+    from ldlm.trainer import setup_model
+
+    out = tmp_path / "params.json"
+    cfg = f"{root}/configs/micro-mdlm.yaml"
+    res = params.main(["--configs", cfg, "--set", f"data.cache_dir={tmp_path}", "--out", str(out)])
+    row = res["rows"][0]
+    model = setup_model(load_config(cfg, [f"data.cache_dir={tmp_path}"]), torch.device("cpu"))
+    model.prepare(build_corpus(model.cfg.data, model.tokenizer, model.cfg.model.lm), "cpu")
+    assert {k: row[k] for k in ("embedding", "non_embedding", "frozen", "trainable")} == model.param_counts()
+    assert row["output_vocab"] == model.output_vocab_size() < row["tokenizer_vocab"] / 4
+    assert f"| {row['trainable']:,} |" in out.with_suffix(".md").read_text()

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Block
+from .vocab import VocabSubset
 
 
 class LatentNorm(nn.Module):
@@ -111,7 +112,7 @@ class LatentDecoder(nn.Module):
         return self.out(x)
 
 
-class Readout(nn.Module):
+class Readout(VocabSubset, nn.Module):
     """Hidden states (normalised LM space) -> token logits over the readout vocabulary.
 
     'tied': a small MLP head, then the frozen LM's own word-embedding matrix (as BERT's MLM head),
@@ -119,38 +120,20 @@ class Readout(nn.Module):
     The vocabulary can be restricted to the tokens the training corpus uses (`set_vocab`): the
     softmax over the LM's whole vocabulary is the most expensive op of a step, and a token never
     seen in training is one the model should not emit. Logits are over that subset ("local" ids);
-    `to_local`/`to_global` convert; tokens outside it map to [UNK].
+    `to_local`/`to_global` convert; tokens outside it map to [UNK] (`vocab.VocabSubset`).
     """
 
     def __init__(self, hidden: int, vocab: int, kind: str = "tied", embeddings: torch.Tensor | None = None,
                  unk_id: int = 0):
         super().__init__()
-        self.kind, self.unk_id = kind, unk_id
+        self.kind = kind
         if kind == "tied":
             self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
             self.register_buffer("emb", embeddings.detach().clone(), persistent=False)
             self.bias = nn.Parameter(torch.zeros(vocab))
         else:
             self.proj = nn.Linear(hidden, vocab)
-        self.register_buffer("allowed", torch.ones(vocab, dtype=torch.bool))  # saved with the weights
-
-    @torch.no_grad()
-    def set_vocab(self, token_ids: torch.Tensor, always: tuple[int, ...] = ()) -> None:
-        allowed = torch.zeros_like(self.allowed)
-        allowed[token_ids.flatten().to(allowed.device)] = True
-        allowed[list(always) + [self.unk_id]] = True
-        self.allowed.copy_(allowed)
-
-    def vocab_ids(self) -> torch.Tensor:
-        return self.allowed.nonzero().squeeze(1)
-
-    def to_local(self, ids: torch.Tensor) -> torch.Tensor:
-        local = self.allowed.long().cumsum(0) - 1
-        out = local[ids]
-        return torch.where(self.allowed[ids], out, local[self.unk_id])
-
-    def to_global(self, local: torch.Tensor) -> torch.Tensor:
-        return self.vocab_ids()[local]
+        self.init_vocab(vocab, unk_id)  # the `allowed` buffer, saved with the weights
 
     def forward(self, h):
         v = self.vocab_ids()

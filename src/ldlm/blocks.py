@@ -11,18 +11,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vocab import VocabSubset
+
 
 class KVCache:
-    """Keys/values of one attention layer for incremental (autoregressive) decoding."""
+    """Keys/values of one attention layer for incremental (autoregressive) decoding.
 
-    def __init__(self):
+    One [B, heads, max_len, head_dim] buffer each for keys and values, allocated on the first write
+    (with the keys' dtype and device, so bf16 autocast needs no second copy) and then written in
+    place: a decoding step costs no reallocation and no concatenation of the whole prefix.
+    """
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
+        self.len = 0  # positions written so far
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
+        """Write k, v [B, heads, t, head_dim] at the next t positions; the keys/values so far."""
+        t = k.shape[2]
+        if self.len + t > self.max_len:
+            raise ValueError(f"KV cache of {self.max_len} positions cannot take {self.len} + {t}")
+        if self.k is None:
+            b, h, _, d = k.shape
+            self.k = k.new_empty(b, h, self.max_len, d)
+            self.v = v.new_empty(b, h, self.max_len, v.shape[-1])
+        self.k[:, :, self.len:self.len + t] = k
+        self.v[:, :, self.len:self.len + t] = v
+        self.len += t
+        return self.k[:, :, :self.len], self.v[:, :, :self.len]
 
 
 class Attention(nn.Module):
@@ -43,14 +61,16 @@ class Attention(nn.Module):
         k, v = self.kv(src).view(b, src.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.append(k, v)
-        mask = None
-        if key_mask is not None:
-            mask = key_mask[:, None, None, :]
-        if causal and t > 1:
-            # with a cache, the t new queries sit at the end of the k.shape[2] keys
-            causal_mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - t)
+        s = k.shape[2]
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        # causal with queries = keys and no other mask: is_causal=True, no mask tensor (flash-eligible on
+        # GPU). One new query against a cache attends to every key, so it needs no mask either.
+        is_causal = causal and t > 1 and t == s and mask is None
+        if causal and t > 1 and not is_causal:
+            # the t new queries sit at the end of the s keys (a cached prefill, or a key mask besides)
+            causal_mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
             mask = causal_mask if mask is None else mask & causal_mask
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, w))
 
@@ -126,19 +146,25 @@ class TimestepEmbedding(nn.Module):
         return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
 
 
-class TokenTransformer(nn.Module):
+class TokenTransformer(VocabSubset, nn.Module):
     """The baselines' network (AR causal, MDLM bidirectional): token embedding + learned positions,
     pre-norm `Block`s, a final norm, and an output head tied to the embedding (at small width the
-    30k-row embedding is most of the parameter budget, so it is stored once)."""
+    30k-row embedding is most of the parameter budget, so it is stored once).
+
+    Inputs are tokenizer ids; outputs (`logits`) are over the output vocabulary (`vocab.VocabSubset`:
+    every token, or with `set_vocab` the training corpus's), so targets need `to_local` and sampled
+    ids `to_global`. `never` are input-only tokens (MDLM's [MASK]), never an output.
+    """
 
     def __init__(self, vocab: int, max_len: int, width: int, layers: int, heads: int, mlp_ratio: int = 4,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, unk_id: int = 0, never: tuple[int, ...] = ()):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         self.pos = nn.Parameter(torch.zeros(max_len, width))
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout=dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
+        self.init_vocab(vocab, unk_id, never)
         nn.init.normal_(self.tok.weight, std=0.02)
         nn.init.normal_(self.pos, std=0.02)
 
@@ -149,9 +175,41 @@ class TokenTransformer(nn.Module):
             x = blk(x, causal=causal, cache=None if caches is None else caches[i])
         return self.norm(x)
 
+    def new_caches(self) -> list[KVCache]:
+        """One preallocating KV cache per block, for a decoding pass over at most max_len positions."""
+        return [KVCache(self.pos.shape[0]) for _ in self.blocks]
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Hidden states [..., W] -> token logits [..., V] (float32) through the tied embedding."""
-        return F.linear(h, self.tok.weight).float()
+        """Hidden states [..., W] -> logits [..., V_out] (float32) over the output vocabulary, through
+        the tied embedding's rows of those tokens."""
+        w = self.tok.weight if self.vocab_is_full() else self.tok.weight[self.vocab_ids()]
+        return F.linear(h, w).float()
+
+
+def param_counts(model: nn.Module, vocab_size: int) -> dict[str, int]:
+    """Parameters of a model split three ways (the issue of "matched parameters" is which count).
+
+    embedding: trainable tensors with a vocabulary-sized dimension (token embeddings, tied or
+    untied output heads, vocabulary-sized biases): they grow with the tokenizer, not with depth or
+    width. non_embedding: every other trainable tensor (positions included). frozen: parameters that
+    never train (LDLM's pre-trained LM). Counted as stored, whether or not a restricted output
+    vocabulary (`model.readout_vocab=corpus`) ever uses all rows.
+    """
+    out = {"embedding": 0, "non_embedding": 0, "frozen": 0}
+    for p in model.parameters():  # a tied weight is listed (and counted) once
+        if not p.requires_grad:
+            out["frozen"] += p.numel()
+        elif vocab_size in p.shape:
+            out["embedding"] += p.numel()
+        else:
+            out["non_embedding"] += p.numel()
+    out["trainable"] = out["embedding"] + out["non_embedding"]
+    return out
+
+
+def format_param_counts(c: dict[str, int]) -> str:
+    return (f"{c['trainable'] / 1e6:.2f} M trainable parameters ({c['embedding'] / 1e6:.2f} M embedding, "
+            f"{c['non_embedding'] / 1e6:.2f} M non-embedding), {c['frozen'] / 1e6:.2f} M frozen")
 
 
 def count_params(module: nn.Module, trainable_only: bool = True) -> int:

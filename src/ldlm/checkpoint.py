@@ -234,7 +234,10 @@ def check_fits(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tenso
 
 def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
               what: str) -> None:
-    """Load `tensors` into `module` after checking names and shapes against `expected`."""
+    """Load `tensors` into `module` after checking names and shapes against `expected`; state an older
+    checkpoint lacks takes the module's `legacy_state()` value, if it names one."""
+    legacy = module.legacy_state() if hasattr(module, "legacy_state") else {}
+    tensors = {**{k: v for k, v in legacy.items() if k in expected and k not in tensors}, **tensors}
     check_fits(tensors, expected, what)
     module.load_state_dict(tensors, strict=False)
 

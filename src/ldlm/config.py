@@ -54,7 +54,7 @@ class ModelConfig:
     tok_dec_layers: int = 0  # token decoder: transformer blocks between h_hat and the readout (0 = readout alone)
     tok_dec_width: int = 256  # token decoder width
     readout: str = "tied"  # token readout: 'tied' (MLP then the frozen LM's word embeddings) or 'linear'
-    readout_vocab: str = "corpus"  # readout over 'corpus' (tokens seen in training; ~2.4x cheaper) or 'full'
+    readout_vocab: str = "corpus"  # every model's output softmax over 'corpus' (tokens seen in training + specials) or 'full'
     schedule: str = "tan"  # noise schedule: 'tan' (alpha = 1/sqrt(1 + d^2 tan^2(pi t / 2))) or 'cosine'
     schedule_d: float = 9.0  # d of the tan-d schedule (the paper: 3; TEncDM: 9)
     self_cond_prob: float = 0.5  # probability of a self-conditioning pass while training

@@ -1,4 +1,4 @@
-"""The evaluation protocol (DESIGN §4) over sample sets: read samples, build references, score, report.
+"""The evaluation protocol (docs/design.md) over sample sets: read samples, build references, score, report.
 
     ev = Evaluation(eval_lm="smollm2", references=refs)   # loads the evaluator, scores refs once
     row = ev.evaluate(texts)                               # gen-PPL, entropy, MAUVE, distinct-n, ...
@@ -70,7 +70,7 @@ def round_trip(texts: list[str], cfg) -> list[str]:
     """Texts as the model would emit them: through its tokenizer at its length, cut, decoded.
 
     An uncased tokenizer lowercases and respaces; cased references against lowercased samples drive
-    MAUVE to about 0.01 even for real text (DESIGN §4), so references always take this trip.
+    MAUVE to about 0.01 even for real text (docs/design.md), so references always take this trip.
     """
     from .algorithms.base import ids_to_text
     from .data import tokenize

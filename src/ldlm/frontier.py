@@ -5,7 +5,8 @@
 writes one samples file per setting, frontier.csv / frontier.json (all metrics, the data row first)
 and frontier.png (gen-PPL against entropy, the data point marked, ms/sample beside each point).
 The model, the evaluator LM and the reference features are loaded once for the whole grid. Which
-settings are swept is generic: any of `SWEEPABLE` (LDLM: steps, noise scale; baselines: temperature).
+settings are swept is generic: any of `SWEEPABLE` (LDLM: steps, noise scale, decode temperature, solver;
+MDLM: steps, temperature, top-p; AR: temperature, top-p).
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from pathlib import Path
 from .errors import UserError
 
 # sampling setting -> (type, short name used in labels and file names)
-SWEEPABLE = {"steps": (int, "S"), "noise_scale": (float, "ns"), "temperature": (float, "T"),
-             "top_p": (float, "p"), "solver": (str, "")}
+SWEEPABLE = {"steps": (int, "S"), "noise_scale": (float, "ns"), "decode_temperature": (float, "dT"),
+             "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
 CSV_METRICS = ["gen_ppl", "entropy", "mauve", "distinct1_set", "distinct2_set", "distinct3_set",
                "distinct1_within", "distinct2_within", "distinct3_within", "rep4", "mean_words", "mean_tokens",
                "tokens_scored", "num", "unique_texts"]
@@ -40,7 +41,8 @@ def sweep_grid(args) -> list[dict]:
     lists = {k: parse_list(getattr(args, k), typ, k.replace("_", "-"))
              for k, (typ, _) in SWEEPABLE.items() if getattr(args, k, None)}
     if not lists:
-        raise UserError("give at least one list to sweep: --steps, --noise-scale, --temperature, --top-p or --solver")
+        raise UserError("give at least one list to sweep: --steps, --noise-scale, --decode-temperature, --temperature, "
+                        "--top-p or --solver")
     return [dict(zip(lists, combo)) for combo in itertools.product(*lists.values())]
 
 

@@ -34,7 +34,7 @@ def unigram_entropy(tokens: Sequence[int]) -> float:
 
 
 def mean_entropy(token_lists: Sequence[Sequence[int]]) -> float:
-    """Per-sample unigram entropy averaged over samples (DESIGN §4)."""
+    """Per-sample unigram entropy averaged over samples (docs/design.md, "Evaluation protocol")."""
     return sum(unigram_entropy(t) for t in token_lists) / max(1, len(token_lists))
 
 

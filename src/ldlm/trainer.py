@@ -32,7 +32,7 @@ import torch
 from . import checkpoint as ck
 from . import distributed as du
 from .algorithms import Algorithm, build
-from .blocks import count_params
+from .blocks import format_param_counts
 from .config import Config, schedule_horizon
 from .data import BatchIterator, build_corpus
 from .ema import EMA
@@ -360,14 +360,16 @@ class Trainer:
             ck.clean_stale(self.out)
             ck.write_text_atomic(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
             self._open_log()
-        n_params = count_params(self.model)
+        counts = self.model.param_counts()
         self.log({"event": "resume" if self.resume_from is not None else "start", "step": self.step,
-                  "algo": cfg.algo, "trainable_params": n_params, "device": str(self.device),
+                  "algo": cfg.algo, "trainable_params": counts["trainable"], "params": counts,
+                  "output_vocab": self.model.output_vocab_size(), "device": str(self.device),
                   "world_size": self.dist.world_size, "global_batch": self.global_batch,
                   "train_passages": len(self.corpus.train), "valid_passages": len(self.corpus.valid),
                   "time": time.time(), **({"command": self.command} if self.command else {})})
         if not self.quiet:
-            print(f"{cfg.algo}: {n_params / 1e6:.2f} M trainable parameters; {len(self.corpus.train)} train / "
+            print(f"{cfg.algo}: {format_param_counts(counts)}; output vocabulary {self.model.output_vocab_size():,} "
+                  f"tokens; {len(self.corpus.train)} train / "
                   f"{len(self.corpus.valid)} valid passages of {cfg.data.seq_len} tokens; device {self.device}"
                   + (f" x {self.dist.world_size} processes" if self.dist.enabled else "")
                   + f"; global batch {self.global_batch}")

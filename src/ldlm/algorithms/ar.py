@@ -11,8 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..blocks import KVCache, TokenTransformer
+from ..blocks import TokenTransformer
 from ..config import Config, SampleConfig
+from ..vocab import corpus_specials
 from .base import Algorithm
 
 
@@ -39,28 +40,43 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float,
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(logits.shape[-1] - 1)
 
 
-def baseline_net(cfg: Config, vocab_size: int) -> TokenTransformer:
-    """The network of both baselines (AR causal, MDLM bidirectional), sized by `model.width/layers`."""
+def baseline_net(cfg: Config, tokenizer, never: tuple[int, ...] = ()) -> TokenTransformer:
+    """The network of both baselines (AR causal, MDLM bidirectional), sized by `model.width/layers`;
+    `never`: input-only tokens, never an output."""
     m = cfg.model
-    return TokenTransformer(vocab_size, cfg.data.seq_len, m.width, m.layers, m.heads, m.mlp_ratio, m.dropout)
+    return TokenTransformer(len(tokenizer), cfg.data.seq_len, m.width, m.layers, m.heads, m.mlp_ratio, m.dropout,
+                            unk_id=tokenizer.unk_token_id or 0, never=never)
 
 
-class AR(Algorithm):
+class Baseline(Algorithm):
+    """What AR and MDLM share: the `TokenTransformer` in `self.net` and its output vocabulary."""
+
+    def prepare(self, corpus, device) -> None:
+        super().prepare(corpus, device)
+        if self.cfg.model.readout_vocab == "corpus":  # the same output vocabulary as LDLM's readout
+            self.net.set_vocab(torch.unique(corpus.train.ids), always=corpus_specials(self.tokenizer))
+
+    def legacy_state(self) -> dict[str, torch.Tensor]:
+        # checkpoints from before the output vocabulary was a buffer were trained over the full one
+        return {"net.allowed": self.net.full_vocab(self.vocab_size)}
+
+
+class AR(Baseline):
     name = "ar"
     sample_keys = ("temperature", "top_p") + Algorithm.sample_keys
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
-        self.net = baseline_net(cfg, self.vocab_size)
+        self.net = baseline_net(cfg, tokenizer)
         self.cls_id, self.sep_id, self.pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
 
     def _nll(self, ids, mask):
         """Summed next-token NLL over real targets, their number, and the number predicted correctly."""
         h = self.net(ids[:, :-1], causal=True)
         tgt_mask = mask[:, 1:]
-        # the 30k-way head only where there is a target (pads are most of nothing, but free to skip)
+        # the vocabulary-wide head only where there is a target (pads are most of nothing, but free to skip)
         logits = self.net.logits(h[tgt_mask])
-        targets = ids[:, 1:][tgt_mask]
+        targets = self.net.to_local(ids[:, 1:][tgt_mask])
         nll = F.cross_entropy(logits, targets, reduction="sum")
         correct = (logits.argmax(-1) == targets).sum()
         return nll, tgt_mask.sum(), correct
@@ -72,7 +88,8 @@ class AR(Algorithm):
 
     @torch.no_grad()
     def evaluate(self, batch, generator):
-        """Validation NLL per predicted token (nats; [SEP] included, [CLS] given) and perplexity."""
+        """Validation NLL per predicted token (nats; [SEP] included, [CLS] given) and perplexity. Under
+        a corpus output vocabulary a held-out token never seen in training is scored as [UNK]."""
         nll, n, correct = self._nll(batch["ids"], batch["mask"])
         nll = (nll / n).item()
         return {"loss": nll, "nll": nll, "ppl": math.exp(nll), "acc": (correct / n).item()}
@@ -86,13 +103,13 @@ class AR(Algorithm):
         ids = torch.full((num, L), self.pad_id, dtype=torch.long, device=device)
         ids[:, 0] = self.cls_id
         done = torch.zeros(num, dtype=torch.bool, device=device)
-        caches = [KVCache() for _ in self.net.blocks] if kv_cache else None
+        caches = self.net.new_caches() if kv_cache else None
         for i in range(1, L):
             if kv_cache:
                 h = self.net(ids[:, i - 1:i], causal=True, caches=caches, start=i - 1)
             else:
                 h = self.net(ids[:, :i], causal=True)
-            tok = sample_tokens(self.net.logits(h[:, -1]), sc.temperature, sc.top_p, generator)
+            tok = self.net.to_global(sample_tokens(self.net.logits(h[:, -1]), sc.temperature, sc.top_p, generator))
             ids[:, i] = torch.where(done, self.pad_id, tok)
             done |= tok == self.sep_id
             if i == L - 1:

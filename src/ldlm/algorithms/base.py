@@ -72,6 +72,23 @@ class Algorithm(nn.Module):
         """What a checkpoint stores: everything but frozen pre-trained weights."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("frozen.lm.")}
 
+    def legacy_state(self) -> dict[str, torch.Tensor]:
+        """Values for state that checkpoints of an older version lack (what those runs trained with)."""
+        return {}
+
+    def param_counts(self) -> dict[str, int]:
+        """Trainable embedding / non-embedding and frozen parameter counts (`blocks.param_counts`)."""
+        from ..blocks import param_counts
+
+        return param_counts(self, self.vocab_size)
+
+    def output_vocab_size(self) -> int:
+        """Tokens the output softmax runs over (`model.readout_vocab`: the corpus's, or all)."""
+        from ..vocab import VocabSubset
+
+        heads = [m for m in self.modules() if isinstance(m, VocabSubset)]
+        return int(heads[0].allowed.sum()) if heads else self.vocab_size
+
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def generate_ids(self, num: int, sc: SampleConfig, generator: torch.Generator, device,

@@ -22,18 +22,18 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, SampleConfig
-from .ar import baseline_net, sample_tokens
-from .base import Algorithm
+from .ar import Baseline, baseline_net, sample_tokens
 
 
-class MDLM(Algorithm):
+class MDLM(Baseline):
     name = "mdlm"
     sample_keys = ("steps", "temperature", "top_p", "cache") + Algorithm.sample_keys
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
-        self.net = baseline_net(cfg, self.vocab_size)
         self.mask_id, self.cls_id = tokenizer.mask_token_id, tokenizer.cls_token_id
+        # [MASK] is an input, never an output: that is SUBS's zero masking probability
+        self.net = baseline_net(cfg, tokenizer, never=(self.mask_id,))
         self.rows_computed = 0  # sequences the network ran on in the last `generate_ids` (cache savings)
 
     # -- forward process and loss ---------------------------------------------------------
@@ -47,10 +47,9 @@ class MDLM(Algorithm):
         return torch.where(masked, self.mask_id, ids), masked
 
     def subs_logits(self, h):
-        """SUBS: logits of p_theta(x_0 | x_t) at masked positions, with [MASK] itself impossible."""
-        logits = self.net.logits(h)
-        logits[..., self.mask_id] = -math.inf
-        return logits
+        """SUBS: logits of p_theta(x_0 | x_t) at masked positions, over the output vocabulary (local
+        ids), which never holds [MASK] (`never` of the network): [MASK] itself is impossible."""
+        return self.net.logits(h)
 
     def nelbo(self, ids, mask, t, generator=None):
         """Summed continuous-time NELBO terms of a batch at times t [B], and the number of real
@@ -58,7 +57,8 @@ class MDLM(Algorithm):
         x_t, masked = self.noise(ids, t, generator)
         h = self.net(x_t)
         # unmasked positions are carried over (zero loss), so the 30k-way head runs on masked ones only
-        logp = self.subs_logits(h[masked]).log_softmax(-1).gather(-1, ids[masked][:, None]).squeeze(-1)
+        target = self.net.to_local(ids[masked])
+        logp = self.subs_logits(h[masked]).log_softmax(-1).gather(-1, target[:, None]).squeeze(-1)
         weight = (1.0 / t)[:, None].expand_as(masked)[masked]  # -alpha'_t / (1 - alpha_t) = 1/t
         return -(weight * logp).sum(), mask[:, 1:].sum()
 
@@ -111,7 +111,8 @@ class MDLM(Algorithm):
             unmask = (x == self.mask_id) & (u < (t - s) / t)
             x = x.clone()
             if unmask.any():
-                x[unmask] = sample_tokens(self.subs_logits(h[unmask]), sc.temperature, sc.top_p, generator)
+                local = sample_tokens(self.subs_logits(h[unmask]), sc.temperature, sc.top_p, generator)
+                x[unmask] = self.net.to_global(local)
             changed = unmask.any(1)
             if callback is not None:
                 callback(S - i, t, x)  # still-masked positions hold [MASK]
