@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..config import Config, SampleConfig
 from .ar import Baseline, baseline_net, sample_tokens
+from .base import Algorithm
 
 
 class MDLM(Baseline):
