@@ -63,7 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list, in order (default {','.join(STAGES)})")
     p.add_argument("--config", help="LDLM config to train (default configs/gpu.yaml; --quick configs/micro.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for the train config")
-    p.add_argument("--steps", type=int, help="timed training steps (default 20; --quick 2)")
+    p.add_argument("--steps", type=int, help="timed training steps (default 20; --quick 1)")
     p.add_argument("--warmup", type=int, help="untimed steps first, compilation included (default 3; --quick 1)")
     p.add_argument("--compile-backend", help="torch.compile backend (default inductor; --quick on CPU: eager, "
                                              "which traces with dynamo but generates no code)")
@@ -74,9 +74,10 @@ def parse_args(argv=None):
     p.add_argument("--stage", help=argparse.SUPPRESS)
     p.add_argument("--stage-out", help=argparse.SUPPRESS)
     p.add_argument("--measured-tflops", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--cache", help=argparse.SUPPRESS)  # data.cache_dir shared by the stages
     a = p.parse_args(argv)
     a.config = a.config or str(ROOT / "configs" / ("micro.yaml" if a.quick else "gpu.yaml"))
-    a.steps = a.steps or (2 if a.quick else 20)
+    a.steps = a.steps or (1 if a.quick else 20)
     a.warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
     a.compile_backend = a.compile_backend or ("eager" if a.quick and a.device == "cpu" else "inductor")
     return a
@@ -187,7 +188,7 @@ def stage_train(args, compile_: bool) -> dict:
         torch.compile = functools.partial(torch.compile, backend=args.compile_backend)
     work = Path(tempfile.mkdtemp(prefix="gpu-check-train-"))
     over = [f"train.device={dev}", "train.bf16=true", f"train.compile={str(compile_).lower()}",
-            f"data.cache_dir={work / 'cache'}", "train.threads=0" if dev == "cuda" else "train.threads=2"]
+            f"data.cache_dir={args.cache or work / 'cache'}", "train.threads=0" if dev == "cuda" else "train.threads=2"]
     if args.quick:
         over += ["train.batch_size=8", "data.max_passages=200"]
     over += args.set
@@ -204,14 +205,23 @@ def stage_train(args, compile_: bool) -> dict:
         tr._step()
         tr.step += 1
 
-    warm = []
-    for _ in range(args.warmup):  # torch.compile compiles during these
-        t1 = time.perf_counter()
-        one()
-        B.sync(dev)
-        warm.append(time.perf_counter() - t1)
+    def timed(n: int, into: list) -> None:
+        for _ in range(n):
+            t1 = time.perf_counter()
+            one()
+            B.sync(dev)
+            into.append(time.perf_counter() - t1)
+            # progress on disk: a stage cut off by its time limit still reports its steps
+            write_json(Path(args.stage_out), {"partial": True, "build_s": build_s, "warmup_step_s": warm,
+                                              "timed_step_s": times, "frames_compiled": dynamo_frames()})
+
+    warm: list[float] = []
+    times: list[float] = []
+    timed(args.warmup, warm)  # torch.compile compiles during these
+    frames_before = dynamo_frames()
     B.reset_peak(dev)
-    times = B.time_runs(one, dev, 0, args.steps, max_repeats=args.steps)
+    timed(args.steps, times)
+    frames_timed = dynamo_frames() - frames_before
     peak = B.peak_mb(dev)
     s = B.summary(times)
     L, gb = cfg.data.seq_len, tr.global_batch
@@ -225,7 +235,7 @@ def stage_train(args, compile_: bool) -> dict:
     if compile_:
         den = torch.compile(den)
     den_fn = denoiser_step_fn(den, gb, cfg, dev, cfg.train.bf16)
-    den_times = B.time_runs(den_fn, dev, args.warmup, max(3, args.steps), max_repeats=max(3, args.steps))
+    den_times = B.time_runs(den_fn, dev, args.warmup, max(2, args.steps), max_repeats=max(2, args.steps))
     ds = B.summary(den_times)
 
     name = torch.cuda.get_device_name(0) if dev == "cuda" else None
@@ -250,7 +260,7 @@ def stage_train(args, compile_: bool) -> dict:
                    "denoiser_datasheet": mfu(fl["denoiser_alone"], ds["median"], sheet),
                    "denoiser_measured": mfu(fl["denoiser_alone"], ds["median"], measured)}}
     if compile_:
-        out["dynamo"] = dynamo_counters()
+        out["dynamo"] = dynamo_counters() | {"frames_compiled_in_timed_steps": frames_timed}
     return out
 
 
@@ -260,16 +270,28 @@ def _count(module) -> int:
     return count_params(module)
 
 
+def dynamo_frames() -> int:
+    """Frames torch.compile has compiled so far (recompilations included)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(counters.get("frames", {}).get("total", 0))
+
+
 def dynamo_counters() -> dict:
-    """How torch.compile fared: graphs made, graph breaks (top reasons), recompilations."""
+    """How torch.compile fared: frames compiled, graphs, graph breaks (top reasons)."""
     try:
         from torch._dynamo.utils import counters
     except ImportError:
         return {}
-    breaks = sorted(counters.get("graph_break", {}).items(), key=lambda kv: -kv[1])
-    return {"stats": dict(counters.get("stats", {})), "graph_breaks": sum(v for _, v in breaks),
-            "graph_break_reasons": [[str(k)[:160], v] for k, v in breaks[:8]],
-            "recompiles": sum(counters.get("recompiles", {}).values())}
+    reasons: dict[str, int] = {}
+    for k, v in counters.get("graph_break", {}).items():  # first line of each reason: the kind of break
+        first = str(k).strip().splitlines()[0][:120]
+        reasons[first] = reasons.get(first, 0) + v
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])
+    return {"stats": dict(counters.get("stats", {})), "frames_compiled": dynamo_frames(),
+            "graph_breaks": sum(reasons.values()), "graph_break_reasons": [[k, v] for k, v in top[:8]]}
 
 
 def run_stage(args) -> None:
@@ -278,6 +300,14 @@ def run_stage(args) -> None:
     fn = {"env": stage_env, "train": lambda a: stage_train(a, False), "compile": lambda a: stage_train(a, True)}
     res = fn[args.stage](args)
     write_json(Path(args.stage_out), res)
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 # ====================================================================== the parent: stages, limits, report
@@ -304,7 +334,7 @@ class Runner:
         """Run `cmd` in its own process group; kill the group at `limit` seconds."""
         self.logf.write(f"\n===== {name}: {' '.join(cmd)} (limit {limit:.0f} s)\n")
         self.logf.flush()
-        t = time.time()
+        t, cpu0 = time.time(), _children_cpu()
         p = subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, errors="replace", start_new_session=True)
         try:
@@ -316,20 +346,22 @@ class Runner:
             timed_out = True
         self.logf.write(text)
         self.logf.flush()
-        return {"rc": p.returncode, "timed_out": timed_out, "seconds": round(time.time() - t, 1), "output": text}
+        return {"rc": p.returncode, "timed_out": timed_out, "seconds": round(time.time() - t, 1),
+                "cpu_s": round(_children_cpu() - cpu0, 1), "output": text}
 
     def child(self, name: str, limit: float, extra: list[str] = ()) -> dict:
         a = self.args
         res_path = self.work / f"{name}.json"
         cmd = [self.python, str(Path(__file__).resolve()), "--stage", name, "--stage-out", str(res_path),
                "--device", a.device, "--config", a.config, "--steps", str(a.steps), "--warmup", str(a.warmup),
-               "--compile-backend", a.compile_backend, *(["--quick"] if a.quick else []),
+               "--compile-backend", a.compile_backend, "--cache", str(self.work / "cache"),
+               *(["--quick"] if a.quick else []),
                *(["--peak-tflops", str(a.peak_tflops)] if a.peak_tflops else []), *extra]
         for s in a.set:
             cmd += ["--set", s]
         r = self.call(name, cmd, limit)
         rec = self._status(r)
-        if rec["status"] == "ok":
+        if res_path.is_file():  # complete, or the progress a stage cut short left
             rec.update(json.loads(res_path.read_text()))
         return rec
 
@@ -337,10 +369,10 @@ class Runner:
     def _status(r: dict) -> dict:
         tail = r["output"].strip().splitlines()[-12:]
         if r["timed_out"]:
-            return {"status": "timeout", "seconds": r["seconds"], "tail": tail}
+            return {"status": "timeout", "seconds": r["seconds"], "cpu_s": r["cpu_s"], "tail": tail}
         if r["rc"] != 0:
-            return {"status": "failed", "seconds": r["seconds"], "rc": r["rc"], "tail": tail}
-        return {"status": "ok", "seconds": r["seconds"]}
+            return {"status": "failed", "seconds": r["seconds"], "cpu_s": r["cpu_s"], "rc": r["rc"], "tail": tail}
+        return {"status": "ok", "seconds": r["seconds"], "cpu_s": r["cpu_s"]}
 
     # -- stages run from here --------------------------------------------------------------
     def install(self, limit: float) -> dict:
@@ -368,7 +400,7 @@ class Runner:
         wheels = CARRY / "wheels"
         if wheels.is_dir() and any(wheels.glob("torch-*.whl")):
             cmd += ["--no-index", "--find-links", str(wheels)]
-        r = self.call("install", cmd + [f"torch=={pin}"], max(10.0, limit - 70))
+        r = self.call("install", cmd + [f"torch=={pin}"], max(10.0, limit - 20))  # the rest: probing again
         rec["pip"] = {k: r[k] for k in ("rc", "timed_out", "seconds")} | {"tail": r["output"].strip()[-600:]}
         if r["rc"] == 0 and not r["timed_out"]:
             self.site.insert(0, str(site))
@@ -383,8 +415,9 @@ class Runner:
 
     def tests(self, limit: float) -> dict:
         xml = self.work / "junit.xml"
+        # --quick collects only tests/test_cuda.py: importing every test module costs more than the tests
         cmd = [self.python, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", f"--junitxml={xml}",
-               "tests"]
+               "tests/test_cuda.py" if self.args.quick else "tests"]
         r = self.call("tests", cmd, limit)
         rec = self._status(r)
         if not xml.is_file():
@@ -417,8 +450,8 @@ class Runner:
             cfg = ROOT / "configs"
             opts = ["--quick", "--threads", "2", "--config-ldlm", str(cfg / "micro.yaml"),
                     "--config-mdlm", str(cfg / "micro-mdlm.yaml"), "--config-ar", str(cfg / "micro-ar.yaml"),
-                    "--batches", "1,4", "--ldlm-steps", "2", "--mdlm-steps", "2", "--mdlm-nocache-steps", "",
-                    "--train-steps", "1", "--set", f"data.cache_dir={self.work / 'cache'}",
+                    "--batches", "2", "--ldlm-steps", "2", "--mdlm-steps", "2", "--mdlm-nocache-steps", "",
+                    "--no-train", "--set", f"data.cache_dir={self.work / 'cache'}",
                     "--set", "data.max_passages=200"]
         else:
             opts = ["--threads", "8", "--batches", "1,32,256", "--ldlm-steps", "10,50,200",
@@ -487,6 +520,13 @@ def _f(x, fmt="{:.1f}", none="–"):
     return none if x is None else fmt.format(x)
 
 
+def _flop(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if x >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g} "
+
+
 def markdown(res: dict) -> str:
     st = res["stages"]
     env = st.get("env") or {}
@@ -514,15 +554,19 @@ def markdown(res: dict) -> str:
             note = f"{c['passed']} passed, {c['failures'] + c['errors']} failed, {c['skipped']} skipped " + note
         if r["status"] in ("failed", "timeout") and r.get("tail"):
             note = (note + " " + r["tail"][-1]).strip()
+        if r.get("partial"):
+            note += (f" steps done before it stopped (s): warm-up {', '.join(f'{x:.1f}' for x in r['warmup_step_s'])}"
+                     f"; timed {', '.join(f'{x:.2f}' for x in r['timed_step_s'])}; "
+                     f"{r['frames_compiled']} frames compiled")
         lines.append(f"| {name} | {r['status']} | {_f(r.get('seconds'), '{:.0f}')} | {_f(r.get('limit_s'), '{:.0f}')} "
-                     f"| {note.replace('|', '/')[:300]} |")
+                     f"| {note.replace('|', '/')[:600]} |")
     trains = [(n, st[n]) for n in ("train", "compile") if st.get(n, {}).get("status") == "ok"]
     if trains:
         t0 = trains[0][1]
         fl = t0["flops"]
         lines += ["", f"## Training: {t0['config']}, batch {t0['batch']} × {t0['seq_len']} tokens, bf16 autocast", "",
-                  f"FLOPs per step {fl['step'] / 1e12:.3f} T ({fl['per_token'] / 1e6:.1f} M per token); parts (T): "
-                  + ", ".join(f"{k} {v / 1e12:.3f}" for k, v in fl["parts"].items())
+                  f"FLOPs per step {_flop(fl['step'])}FLOP ({_flop(fl['per_token'])}FLOP per token); parts: "
+                  + ", ".join(f"{k} {_flop(v)}" for k, v in fl["parts"].items())
                   + f"; the denoiser is {fl['denoiser_share']:.0%} of the step. MFU against "
                     f"{_f(t0['peak_tflops']['datasheet'], '{:.0f}')} TFLOP/s (datasheet dense bf16) / "
                     f"{_f(t0['peak_tflops']['measured'], '{:.0f}')} (measured matrix product).", "",
@@ -534,18 +578,20 @@ def markdown(res: dict) -> str:
             mode = "eager" if name == "train" else f"compile ({r['compile_backend']})"
             lines.append(
                 f"| {mode} | {s['median']:.4f} [{s['q1']:.4f}–{s['q3']:.4f}] | {r['tokens_per_s']:.0f} | "
-                f"{r['peak_mb']:.0f} | {r['achieved_tflops']:.2f} | {_f(mf['step_datasheet'], '{:.1%}')} / "
-                f"{_f(mf['step_measured'], '{:.1%}')} | {d['median'] * 1000:.2f} | {r['denoiser_achieved_tflops']:.2f} | "
-                f"{_f(mf['denoiser_datasheet'], '{:.1%}')} / {_f(mf['denoiser_measured'], '{:.1%}')} | "
+                f"{r['peak_mb']:.0f} | {r['achieved_tflops']:.3g} | {_f(mf['step_datasheet'], '{:.2%}')} / "
+                f"{_f(mf['step_measured'], '{:.2%}')} | {d['median'] * 1000:.2f} | {r['denoiser_achieved_tflops']:.3g} | "
+                f"{_f(mf['denoiser_datasheet'], '{:.2%}')} / {_f(mf['denoiser_measured'], '{:.2%}')} | "
                 f"{', '.join(f'{x:.1f}' for x in r['warmup_step_s'])} |")
         gb = t0["get_batch_s"]["median"]
         lines += ["", f"Data + frozen LM (`get_batch`, fp32, outside autocast) alone: {gb * 1000:.1f} ms of the "
                       f"{t0['step_s']['median'] * 1000:.1f} ms eager step."]
         dyn = st.get("compile", {}).get("dynamo")
         if dyn:
-            lines += ["", f"torch.compile: {dyn.get('stats', {}).get('unique_graphs', '?')} graphs, "
-                          f"{dyn.get('graph_breaks', 0)} graph breaks, {dyn.get('recompiles', 0)} recompilations; "
-                          "top break reasons: " + "; ".join(f"{r} ({n})" for r, n in dyn.get("graph_break_reasons", [])[:4])]
+            lines += ["", f"torch.compile: {dyn.get('frames_compiled', '?')} frames compiled, "
+                          f"{dyn.get('frames_compiled_in_timed_steps', '?')} of them during the timed steps "
+                          f"(recompilation: > 0 means every step recompiles), {dyn.get('graph_breaks', 0)} graph "
+                          "breaks; top reasons: "
+                          + "; ".join(f"{r} ({n})" for r, n in dyn.get("graph_break_reasons", [])[:4])]
     lines += ["", "FLOP count (bench/flops.py):", "", "```", res.get("flops_formula") or "(see bench/flops.py)", "```"]
     sp = st.get("speed", {})
     if sp.get("status") == "ok":
