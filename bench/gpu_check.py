@@ -185,6 +185,7 @@ def stage_train(args, compile_: bool) -> dict:
     import flops
     from ldlm.config import load_config
     from ldlm.trainer import Trainer
+    from speed import param_counts
 
     dev = args.device
     if compile_ and args.compile_backend != "inductor":  # the trainer calls torch.compile(model) itself
@@ -250,8 +251,7 @@ def stage_train(args, compile_: bool) -> dict:
 
     out = {"config": os.path.relpath(args.config, ROOT), "overrides": over, "compile": compile_,
            "compile_backend": args.compile_backend if compile_ else None, "bf16": cfg.train.bf16,
-           "batch": gb, "seq_len": L, "params": {k: _count(getattr(tr.model, k)) for k in
-                                                 ("encoder", "denoiser", "decoder", "readout")},
+           "batch": gb, "seq_len": L, "params": param_counts(tr.model),
            "build_s": build_s, "warmup_step_s": warm, "step_s": s, "tokens_per_s": gb * L / s["median"],
            "tokens_per_s_iqr": [gb * L / s["q3"], gb * L / s["q1"]], **peak,
            "get_batch_s": B.summary(gb_times), "denoiser_alone": {"step_s": ds, "batch": gb},
@@ -265,12 +265,6 @@ def stage_train(args, compile_: bool) -> dict:
     if compile_:
         out["dynamo"] = dynamo_counters() | {"frames_compiled_in_timed_steps": frames_timed}
     return out
-
-
-def _count(module) -> int:
-    from ldlm.blocks import count_params
-
-    return count_params(module)
 
 
 def dynamo_frames() -> int:
