@@ -70,24 +70,26 @@ def test_autocast_is_bf16_on_both_devices_and_off_without_train_bf16():
     assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
 
 
-def test_out_of_memory_on_a_gpu_is_one_line_naming_the_fix(tmp_path):
-    tr = micro_trainer(tmp_path)
-    real_batch = tr.model.get_batch
-    tr.model.get_batch = lambda split, idx, device: real_batch(split, idx, "cpu")  # data stays here
-    tr.device = torch.device("cuda", 0)  # the step believes it runs on a GPU
+def test_out_of_memory_is_one_line_naming_the_fix(tmp_path):
+    """A CUDA out-of-memory error (multi-line, simulated) in the second micro-batch; on a GPU the message
+    says CUDA (test_a_real_cuda_out_of_memory_gives_the_one_line_message)."""
+    tr = micro_trainer(tmp_path, "cpu", 6, False, "train.grad_accum=2")
+    calls = []
 
     def fwd(batch, step):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total "
-                                     "capacity of 139.72 GiB of which 1.2 GiB is free.\nOf the allocated ...")
+        calls.append(step)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total "
+                                         "capacity of 139.72 GiB of which 1.2 GiB is free.\nOf the allocated ...")
+        return real(batch, step)
 
-    tr.fwd = fwd
-    with warnings.catch_warnings(), pytest.raises(UserError) as e:
-        warnings.simplefilter("ignore")
+    real, tr.fwd = tr.fwd, fwd
+    with pytest.raises(UserError) as e:
         tr._step()
     msg = str(e.value)
-    assert msg.startswith("out of CUDA memory at step 0 with train.batch_size=8 sequences of 32 tokens per process")
-    assert "lower train.batch_size and raise train.grad_accum" in msg and "\n" not in msg
-    assert e.value.__cause__ is None and e.value.__suppress_context__  # no chained CUDA traceback
+    assert msg == ("out of CPU memory at step 0 with train.batch_size=8 sequences of 32 tokens per process "
+                   "(grad_accum=2); lower train.batch_size and raise train.grad_accum to keep the global batch")
+    assert e.value.__cause__ is None and e.value.__suppress_context__  # no chained traceback
 
 
 def test_checkpoint_written_on_a_gpu_resumes_and_loads_on_the_cpu(tmp_path):
