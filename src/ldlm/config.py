@@ -189,9 +189,9 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     **{f"model.{k}": _LATENT for k in (
         "latent_len", "latent_dim", "latent_norm", "enc_layers", "enc_width", "dec_layers", "dec_width")},
     **{f"model.{k}": _CONTINUOUS for k in (
-        "lm_layer", "den_layers", "den_width", "tok_dec_layers", "tok_dec_width", "readout", "readout_vocab",
+        "lm_layer", "den_layers", "den_width", "tok_dec_layers", "tok_dec_width", "readout",
         "schedule", "schedule_d", "self_cond_prob")},
-    "model.width": _BASELINES,
+    "model.width": _BASELINES,  # (model.readout_vocab applies to all: every model's softmax can be restricted)
     "model.layers": _BASELINES,
     "model.mask_eps": ("mdlm",),
     "sample.steps": (*_CONTINUOUS, "mdlm"),
