@@ -125,7 +125,8 @@ def test_cli_sample_trajectory_and_progress_bar(run, tmp_path, capsys, monkeypat
     monkeypatch.delenv("LDLM_QUIET", raising=False)
     assert main(["sample", "--ckpt", str(run), "--num", "2", "--steps", "4", "--trajectory", "--out", str(out)]) == 0
     cap = capsys.readouterr()
-    assert "sample ldlm" in cap.err and "4/4" in cap.err  # the bar: one batch of 2 samples x 4 steps
+    # the bar counts steps: one batch of 2 samples x 4 steps (its first frame; later ones depend on speed)
+    assert "sample ldlm" in cap.err and "0/4 [" in cap.err
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert [e["step"] for e in recs[0]["trajectory"]] == [1, 2, 3, 4]
     printed = [ln for ln in cap.out.splitlines() if ln.strip().startswith(("1 ", "4 "))]
