@@ -385,7 +385,7 @@ def test_page_in_headless_chromium(model, tmp_path, monkeypatch):
     opts.binary_location = CHROMIUM
     for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"):
+              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1000"):
         opts.add_argument(a)
     driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     try:
