@@ -80,7 +80,7 @@ def score(algo: str, valid: dict, recipe: dict) -> float | None:
     if any(valid.get(k) is None for k in ("diff", "dec_ce", "dec_mse")):
         return None
     s = valid["diff"] + recipe["lambda_ce"] * valid["dec_ce"]
-    if recipe["decoder_loss"] == "mse":
+    if recipe["decoder_loss"] != "ce":  # 'mse' and 'mse+ce' both train on the hidden-state MSE
         s += recipe["lambda_dec"] * valid["dec_mse"]
     return s
 

@@ -239,7 +239,7 @@ def test_ablation_script_quick_end_to_end(random_lm, tmp_path):
     res = ablation.main(args)
     rows = {r["variant"]: r for r in res["rows"]}
     assert set(rows) == {"full", "naive"}
-    assert rows["naive"]["recipe"]["decoder_loss"] == "ce" and rows["full"]["recipe"]["decoder_loss"] == "mse"
+    assert rows["naive"]["recipe"]["decoder_loss"] == "ce" and rows["full"]["recipe"]["decoder_loss"] == "mse+ce"
     for r in rows.values():
         assert r["metrics"]["gen_ppl"] > 1 and r["valid"]["step"] == r["steps"] and 0 < r["valid"]["latent_erank"] <= 1
     table = (tmp_path / "ablation.md").read_text()
@@ -283,6 +283,7 @@ def test_lr_sweep_scores_are_each_models_own_validation_loss():
     v = {"diff": 0.8, "dec_ce": 2.5, "dec_mse": 0.9, "nll": 5.5, "nelbo": 6.2}
     mse = {"lambda_ce": 1.0, "lambda_dec": 0.5, "decoder_loss": "mse"}
     assert lr_sweep.score("ldlm", v, mse) == pytest.approx(0.8 + 2.5 + 0.45)
+    assert lr_sweep.score("ldlm", v, {**mse, "decoder_loss": "mse+ce"}) == pytest.approx(0.8 + 2.5 + 0.45)
     assert lr_sweep.score("ldlm", v, {**mse, "decoder_loss": "ce", "lambda_ce": 2.0}) == pytest.approx(0.8 + 5.0)
     assert lr_sweep.score("ar", v, mse) == 5.5 and lr_sweep.score("mdlm", v, mse) == 6.2
     assert lr_sweep.score("ldlm", {"diff": 0.8}, mse) is None
