@@ -173,7 +173,8 @@ def write_json(path: Path, obj) -> None:
 # ---------------------------------------------------------------- training runs
 # keys that may differ between a run and its resume without changing what is trained
 IGNORED_KEYS = {("train", "threads"), ("train", "device"), ("data", "cache_dir"), ("train", "keep_last"),
-                ("sample", "grid")}  # the grid only matters when sampling
+                ("sample", "grid"),  # the grid only matters when sampling
+                ("train", "schedule_steps")}  # 0 = train.steps: runs made before the key existed are the same run
 
 
 def _flat(d: dict, prefix=()) -> dict:
