@@ -230,11 +230,12 @@ def table(res: dict) -> list[str]:
     suite = suite_of(res)
     rows = {r["variant"]: r for r in res["rows"]}
     cols = PAPER_COLS if suite == "paper" else COLS
+    n_data = 4 if suite == "paper" else 5  # the sample-set columns (gen-PPL ... unique) the data row also has
     lines = ["| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 3)]
     data = res.get("data")
     if data:
         lines.append("| data (references) | held-out text | | " + " | ".join(
-            _f(get({"metrics": data}), fmt) if i < 4 else "" for i, (_, get, fmt) in enumerate(cols)) + " |")
+            _f(get({"metrics": data}), fmt) if i < n_data else "" for i, (_, get, fmt) in enumerate(cols)) + " |")
     for name in SUITES[suite][0](0, res["settings"]["two_stage"]):
         if name in rows:
             r = rows[name]
