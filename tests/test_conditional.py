@@ -222,7 +222,8 @@ def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("cond")
     os.environ["LDLM_QUIET"] = "1"
     out = {}
-    for algo, cfg in (("ldlm", "micro.yaml"), ("mdlm", "micro-mdlm.yaml"), ("ar", "micro-ar.yaml")):
+    for algo, cfg in (("ldlm", "micro.yaml"), ("mdlm", "micro-mdlm.yaml"), ("ar", "micro-ar.yaml"),
+                      ("tencdm", "micro-tencdm.yaml")):
         assert main(["train", "--config", str(ROOT / "configs" / cfg), "--out", str(d / algo), "--quiet",
                      "train.steps=2", "train.batch_size=4", "train.eval_every=0", "train.threads=2",
                      f"data.cache_dir={d / 'cache'}", "data.max_passages=60"]) == 0
@@ -350,3 +351,22 @@ def test_smollm2_swap_test_sees_real_conditioning():
     rows = CondEvaluation(lm).rows({"ignores prompt": ignoring})
     assert rows["data"]["swap"] < -0.3 and rows["data"]["swap"] + 3 * rows["data"]["swap_se"] < 0
     assert abs(rows["ignores prompt"]["swap"]) < 0.5 * abs(rows["data"]["swap"])
+
+
+def test_conditional_bench_script(runs, random_lm, tmp_path):
+    """bench/conditional.py: every model on the same prompts, prefix and infill rows beside the data, examples."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import conditional
+
+    res = conditional.main(["--ldlm", str(runs["ldlm"]), "--tencdm", str(runs["tencdm"]), "--mdlm", str(runs["mdlm"]),
+                            "--ar", str(runs["ar"]), "--num", "4", "--steps", "2", "--threads", "1",
+                            "--eval-lm", random_lm, "--out", str(tmp_path)])
+    assert set(res["rows"]["prefix"]) == {"ldlm", "tencdm", "mdlm", "ar", "data"}
+    assert set(res["rows"]["infill"]) == {"ldlm", "tencdm", "mdlm", "data"}  # AR cannot take a suffix
+    assert all(r["num"] == 4 and r["gen_ppl"] > 1 for rows in res["rows"].values() for r in rows.values())
+    assert [e["prompt"] for e in res["examples"]] == [p for p, _ in conditional.EXAMPLES]
+    assert "ar" not in res["examples"][-1]["written"] and res["examples"][-1]["written"]["mdlm"].endswith("and so farewell.")
+    md = (tmp_path / "conditional.md").read_text()
+    assert "## Infilling (middle third hidden)" in md and "| ar |" in md and (tmp_path / "conditional.json").is_file()
