@@ -102,10 +102,6 @@ class LDLM(Algorithm):
         """Token positions per latent: latent n covers positions [n r, (n + 1) r) (see autoencoder.to_windows)."""
         return -(-self.cfg.data.seq_len // self.latent_shape()[0])
 
-    def latent_window(self) -> int:
-        """Token positions per latent: latent n covers positions [n r, (n + 1) r) (see autoencoder.to_windows)."""
-        return -(-self.cfg.data.seq_len // self.latent_shape()[0])
-
     # -- data -----------------------------------------------------------------------------
     def prepare(self, corpus: Corpus, device) -> None:
         super().prepare(corpus, device)
