@@ -99,15 +99,21 @@ def add_train(sub) -> None:
 
 
 # ---------------------------------------------------------------- sample
-def _sample_and_print(ckpt, out, show=5, device="auto", trajectory=False, **settings) -> list[dict]:
+def _sample_and_print(ckpt, out, show=5, device="auto", trajectory=False, model=None, extra=None,
+                      **settings) -> list[dict]:
     from .generate import generate, load_model, write_samples
 
-    model = load_model(ckpt, device=device)
+    model = model or load_model(ckpt, device=device)
     records = generate(model, return_trajectory=trajectory, progress=True, **settings)
+    for r in records:
+        r.update(extra or {})
     if out:
         write_samples(records, out)
     for r in records[:show]:
-        print("-", r["text"])
+        if "written" in r:  # conditional: what the model wrote, in brackets between the given text
+            print("-", " ".join(x for x in (r["prompt"], f"[{r['written']}]", r["suffix"]) if x))
+        else:
+            print("-", r["text"])
     if trajectory:
         print("trajectory of the first sample (step, t, ms for the batch, text):")
         for e in records[0]["trajectory"]:
@@ -120,10 +126,16 @@ def _sample_and_print(ckpt, out, show=5, device="auto", trajectory=False, **sett
 
 
 def cmd_sample(args) -> None:
-    _sample_and_print(args.ckpt, out=args.out, show=args.show, device=args.device, trajectory=args.trajectory,
-                      num=args.num, steps=args.steps, grid=args.grid, seed=args.seed, solver=args.solver,
-                      noise_scale=args.noise_scale, decode_temperature=args.decode_temperature,
-                      batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p)
+    from .conditioning import conditions_from_args
+    from .generate import load_model
+
+    model = load_model(args.ckpt, device=args.device)
+    conditions, extra = conditions_from_args(args, model)  # None: unconditional (conditioning.py)
+    _sample_and_print(args.ckpt, out=args.out, show=args.show, trajectory=args.trajectory, model=model, extra=extra,
+                      conditions=conditions, num=args.num, steps=args.steps, grid=args.grid, seed=args.seed,
+                      solver=args.solver, noise_scale=args.noise_scale, decode_temperature=args.decode_temperature,
+                      batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
+                      guidance=args.guidance)
 
 
 def add_sample(sub) -> None:
@@ -132,9 +144,12 @@ def add_sample(sub) -> None:
         "ldlm sample --ckpt runs/tiny --num 2 --steps 20 --trajectory  # print the text at every step",
         "ldlm sample --ckpt exports/tiny --noise-scale 0.8  # an `ldlm export` folder",
         "ldlm sample --ckpt runs/tiny-ar --temperature 0.8 --top-p 0.95  # the AR baseline",
+        "ldlm sample --ckpt runs/tiny --prompt 'to be or not to be' --num 4  # continue a prompt",
+        "ldlm sample --ckpt runs/tiny --prompt 'good morrow' --suffix 'and so farewell.'  # fill the middle",
+        "ldlm sample --ckpt runs/tiny --from valid --infill --num 128 --out infill.jsonl  # for `ldlm eval`",
     ], extra="A flag the checkpoint's sampler does not read is an error: LDLM (and TEncDM) read --steps --grid\n"
-             "--solver --noise-scale --decode-temperature; MDLM --steps --temperature --top-p; AR --temperature\n"
-             "--top-p (all: --num --batch-size --seed).")
+             "--solver --noise-scale --decode-temperature --guidance; MDLM --steps --temperature --top-p; AR\n"
+             "--temperature --top-p (all: --num --batch-size --seed). AR takes a prompt, not a suffix.")
     s.add_argument("--ckpt", required=True, help="run folder, ckpt-<step> folder, export folder or hub id (owner/name)")
     s.add_argument("--num", type=int, help="number of samples (" + _from_ckpt("num") + ")")
     s.add_argument("--steps", type=int, help="reverse-process steps, LDLM and MDLM (" + _from_ckpt("steps") + ")")
@@ -155,6 +170,9 @@ def add_sample(sub) -> None:
     s.add_argument("--out", help="samples file (.jsonl), one JSON object per sample (default: print only)")
     s.add_argument("--show", type=int, default=5, help="print this many samples")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    from .conditioning import add_sample_arguments
+
+    add_sample_arguments(s)  # --prompt --suffix --prompts --from --cond-tokens --infill --gap --guidance
     s.set_defaults(func=cmd_sample)
 
 
@@ -178,6 +196,7 @@ def add_eval(sub) -> None:
         "ldlm eval runs/tiny/samples.jsonl --out runs/tiny/eval.json  # references: the run's validation split",
         "ldlm eval other.txt --reference held_out.txt  # any texts, a sample per line",
         "ldlm eval runs/tiny/samples.jsonl --eval-lm gpt2-large  # paper-comparable evaluator (needs the hub)",
+        "ldlm eval infill.jsonl  # from `ldlm sample --from valid [--infill]`: the conditional protocol ldlm-cond-v1",
     ])
     e.add_argument("samples", help="samples file: .jsonl (from `ldlm sample --out`) or .txt (a sample per line)")
     e.add_argument("--ckpt", help="checkpoint whose held-out split and tokenizer define the references "

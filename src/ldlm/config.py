@@ -93,6 +93,7 @@ class RecipeConfig:
     dec_noise_std: float = 1.0  # gaussian: std of the noise added to the normalised latents (the paper: 3)
     dec_noise_max: float = 0.15  # schedule: s ~ U(0, s_max) in the diffusion's time units; 0 = clean
     two_stage: float = 0.0  # share of steps for stage 1 (autoencoder alone); then the denoiser alone on frozen latents; 0 = joint
+    cond_prob: float = 0.25  # LDLM/TEncDM: share of sequences trained with a random prefix/suffix given (prompts, infilling); 0 = off
 
 
 # Presets name several keys at once (`recipe=paper`); they may set keys of any section.
@@ -148,6 +149,7 @@ class SampleConfig:
     temperature: float = 1.0  # token temperature of the baselines (AR, MDLM)
     decode_temperature: float = 0.0  # LDLM token readout temperature (0 = argmax)
     top_p: float = 1.0  # nucleus sampling for the baselines
+    guidance: float = 0.0  # LDLM/TEncDM with a prompt: classifier-free guidance weight w (0 = none; trained by recipe.cond_prob)
     cache: bool = True  # MDLM: reuse the network output of rows that did not change in the previous step
     seed: int = 0  # sampling seed
     bf16: bool = False  # sample under bf16 autocast (default fp32: sampling is not where the time goes)
@@ -195,7 +197,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     "model.layers": _BASELINES,
     "model.mask_eps": ("mdlm",),
     "sample.steps": (*_CONTINUOUS, "mdlm"),
-    **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid")},
+    **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid", "guidance")},
     "sample.temperature": _BASELINES,
     "sample.top_p": _BASELINES,
     "sample.cache": ("mdlm",),
@@ -406,6 +408,10 @@ def validate(cfg: Config) -> None:
         raise UserError("model.lm_layer=0 is the embedding layer; use -1 (last), -2, ... or 1, 2, ...")
     if cfg.recipe.dec_noise_std < 0 or cfg.recipe.warmup_steps < 0 or cfg.model.tok_dec_layers < 0:
         raise UserError("recipe.dec_noise_std, recipe.warmup_steps and model.tok_dec_layers must be >= 0")
+    if not 0.0 <= cfg.recipe.cond_prob <= 1.0:
+        raise UserError(f"recipe.cond_prob={cfg.recipe.cond_prob} must be in [0, 1] (0 = no conditional training)")
+    if cfg.sample.guidance < 0:
+        raise UserError(f"sample.guidance={cfg.sample.guidance} must be >= 0 (0 = no guidance)")
     if not 0.0 <= cfg.recipe.two_stage < 1.0:
         raise UserError(f"recipe.two_stage={cfg.recipe.two_stage} must be in [0, 1) (0 = joint training)")
 

@@ -1,7 +1,9 @@
 """The diffusion model f_theta: a bidirectional transformer over the N latents.
 
 x0-parameterisation (predicts the clean latent), DiT-style adaLN time conditioning, and
-self-conditioning (the previous estimate of z0 is concatenated to the noisy input).
+self-conditioning (the previous estimate of z0 is concatenated to the noisy input). For conditional
+generation some latents are given clean: a fixed embedding marks them (`given`), and
+`ClampedDenoiser` holds them fixed through a whole reverse process.
 """
 from __future__ import annotations
 
@@ -17,18 +19,52 @@ class Denoiser(nn.Module):
         super().__init__()
         self.inp = nn.Linear(2 * d, width)  # [z_t, z_sc]
         self.pos = nn.Parameter(torch.zeros(n, width))
+        # added to the input at given (clean, conditioning) latents: a fixed random direction, not a
+        # parameter, so checkpoints and parameter counts are those of the unconditional model (the
+        # trained layers learn to read it, as they would a learned embedding)
+        flag = torch.randn(width, generator=torch.Generator().manual_seed(20240613)) * 0.5
+        self.register_buffer("given_flag", flag, persistent=False)
         self.time = TimestepEmbedding(width)
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, cond_width=width, dropout=dropout)
                                     for _ in range(layers))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, d)
 
-    def forward(self, z_t, t, z_sc=None):
-        """z_t [B, N, d], t [B] in [0, 1], z_sc [B, N, d] or None -> predicted z0 [B, N, d]."""
+    def forward(self, z_t, t, z_sc=None, given=None):
+        """z_t [B, N, d], t [B] in [0, 1], z_sc [B, N, d] or None, given [B, N] bool or None (which
+        latents are clean conditioning) -> predicted z0 [B, N, d]."""
         if z_sc is None:
             z_sc = torch.zeros_like(z_t)
         x = self.inp(torch.cat([z_t, z_sc], dim=-1)) + self.pos
+        if given is not None:
+            x = x + given.unsqueeze(-1).to(x.dtype) * self.given_flag
         c = self.time(t)
         for blk in self.blocks:
             x = blk(x, cond=c)
         return self.out(self.norm(x))
+
+
+class ClampedDenoiser:
+    """The denoiser with some latents given, as `reverse_diffusion` calls it: `(z, t, z_sc) -> z0_hat`.
+
+    At every step the given latents replace the sampler's state and self-conditioning input there and
+    the estimate there is the given latent itself, so the reverse process is clamped to them.
+    `guidance` w > 0 adds classifier-free guidance on the other latents, z0 = c + w (c - u), where u is
+    the unconditional prediction: the sampler's own state everywhere, no latent marked given (the
+    dropped condition the model was trained on), with its own self-conditioning chain.
+    """
+
+    def __init__(self, denoiser: Denoiser, z_given: torch.Tensor, given: torch.Tensor, guidance: float = 0.0):
+        self.denoiser, self.z_given, self.given, self.guidance = denoiser, z_given, given, guidance
+        self._g = given.unsqueeze(-1)
+        self._sc_uncond = None
+
+    def __call__(self, z, t, z_sc=None):
+        zin = torch.where(self._g, self.z_given, z)
+        sc = None if z_sc is None else torch.where(self._g, self.z_given, z_sc)
+        out = self.denoiser(zin, t, sc, self.given).float()
+        if self.guidance > 0:
+            uncond = self.denoiser(z, t, self._sc_uncond if z_sc is not None else None).float()
+            self._sc_uncond = uncond
+            out = out + self.guidance * (out - uncond)
+        return torch.where(self._g, self.z_given, out)

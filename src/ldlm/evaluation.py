@@ -187,15 +187,16 @@ COLUMNS = [("gen_ppl", "gen-PPL", "{:.1f}"), ("entropy", "entropy", "{:.3f}"), (
            ("rep4", "rep-4", "{:.3f}"), ("mean_words", "words", "{:.1f}"), ("num", "n", "{}")]
 
 
-def format_table(rows: dict[str, dict | None]) -> str:
+def format_table(rows: dict[str, dict | None], columns=None) -> str:
     """A fixed-width table, one line per row, with reasons for every missing number below it."""
+    columns = columns or COLUMNS
     rows = {k: v for k, v in rows.items() if v is not None}
     w = max(8, *(len(k) for k in rows))
-    lines = [" " * w + "".join(f"{h:>9}" for _, h, _ in COLUMNS)]
+    lines = [" " * w + "".join(f"{h:>9}" for _, h, _ in columns)]
     notes = []
     for name, r in rows.items():
         cells = []
-        for key, _, fmt in COLUMNS:
+        for key, _, fmt in columns:
             v = r.get(key)
             cells.append(f"{'n/a' if v is None else fmt.format(v):>9}")
         lines.append(f"{name:<{w}}" + "".join(cells))
@@ -258,6 +259,11 @@ def make_evaluation(eval_lm: str | None, refs, refs_b, note: str, **kw) -> Evalu
 def run_eval(args) -> dict:
     import torch
 
+    from .cond_eval import read_conditional, run_cond_eval
+
+    records = read_conditional(args.samples)
+    if records is not None:  # prompts/suffixes in the file: the conditional protocol (cond_eval.py)
+        return run_cond_eval(args, records)
     texts, meta = read_samples(args.samples)
     cfg = load_run_config(args.ckpt, meta, args.reference)
     reference = args.reference or ("valid" if cfg is not None else None)

@@ -130,17 +130,33 @@ class Evaluator:
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
 
-    @torch.no_grad()
     def score(self, texts: list[str], desc: str = "scoring") -> Scored:
+        """Every token of each text, after the document-start token."""
+        tokens = self.encode(texts)
+        return self.score_ids([[] for _ in tokens], tokens, desc)
+
+    def score_given(self, contexts: list[str], texts: list[str], desc: str = "scoring") -> Scored:
+        """The tokens of each text given its context (conditional gen-PPL). Context and text are
+        tokenised separately, so a text has the same tokens whatever context it is scored under."""
+        return self.score_ids(self.encode(contexts), self.encode(texts), desc)
+
+    @torch.no_grad()
+    def score_ids(self, contexts: list[list[int]], targets: list[list[int]], desc: str = "scoring") -> Scored:
+        """NLL of each target's tokens after the document-start token and its context; features are
+        the last token's. A too long pair keeps the end of the context and cuts the target's end."""
         from tqdm import tqdm
 
-        tokens = self.encode(texts)
-        out = Scored(nll=[0.0] * len(texts), n_scored=[0] * len(texts), tokens=tokens)
+        out = Scored(nll=[0.0] * len(targets), n_scored=[0] * len(targets), tokens=targets)
         pre = [self.prefix_id] if self.prefix_id is not None else []
-        room = self.max_tokens - len(pre)
-        seqs = [pre + t[:room] for t in tokens]
-        out.truncated = sum(len(t) > room for t in tokens)
-        feats: list[np.ndarray | None] = [None] * len(texts)
+        seqs, starts = [], []
+        for c, t in zip(contexts, targets):
+            keep = max(0, min(len(c), self.max_tokens - len(pre) - (1 if t else 0)))
+            head = pre + c[len(c) - keep:]
+            room = self.max_tokens - len(head)
+            out.truncated += len(t) > room
+            seqs.append(head + t[:room])
+            starts.append(max(1, len(head)))  # the first token of a sequence has nothing to be predicted from
+        feats: list[np.ndarray | None] = [None] * len(targets)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths share a batch
         dev_type = self.device.split(":")[0]
         for b in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch", leave=False,
@@ -149,16 +165,18 @@ class Evaluator:
             width = max(1, max(len(seqs[i]) for i in idx))
             ids = torch.zeros(len(idx), width, dtype=torch.long)
             mask = torch.zeros(len(idx), width, dtype=torch.long)
+            scored = torch.zeros(len(idx), width, dtype=torch.long)  # positions whose token is scored
             for r, i in enumerate(idx):
                 ids[r, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
                 mask[r, : len(seqs[i])] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
+                scored[r, starts[i]: len(seqs[i])] = 1
+            ids, mask, scored = ids.to(self.device), mask.to(self.device), scored.to(self.device)
             with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=self.bf16):
                 o = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             if width > 1:  # token-level NLL in fp32 (the log-softmax is where bf16 would hurt)
                 nll = F.cross_entropy(o.logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-                nll = (nll * mask[:, 1:]).sum(1).tolist()
-                n = mask[:, 1:].sum(1).tolist()
+                nll = (nll * scored[:, 1:]).sum(1).tolist()
+                n = scored[:, 1:].sum(1).tolist()
             else:
                 nll, n = [0.0] * len(idx), [0] * len(idx)
             last = (mask.sum(1) - 1).clamp_min(0)

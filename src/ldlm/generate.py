@@ -76,6 +76,8 @@ def sample_settings(model: Algorithm, **overrides) -> SampleConfig:
         raise UserError(f"--steps must be a positive number of steps, got {sc.steps}")
     if sc.noise_scale < 0:
         raise UserError(f"--noise-scale must be >= 0, got {sc.noise_scale}")
+    if sc.guidance < 0:
+        raise UserError(f"--guidance must be >= 0 (0 = no guidance), got {sc.guidance}")
     if sc.solver not in ("sde", "ode"):
         raise UserError(f"--solver must be sde or ode, got {sc.solver!r}")
     return sc
@@ -87,15 +89,37 @@ def step_texts(model: Algorithm, state) -> list[str]:
 
 
 @torch.no_grad()
-def generate(model: Algorithm, return_trajectory: bool = False, progress: bool = False, **settings) -> list[dict]:
+def generate(model: Algorithm, return_trajectory: bool = False, progress: bool = False, prompts=None,
+             suffixes=None, gap: int | None = None, conditions: list | None = None, **settings) -> list[dict]:
     """Sample `num` texts; returns one record per sample: text, tokens and the settings used.
 
     `return_trajectory=True` adds `trajectory`: per sampling step, the step number, its time t (None
     for AR), the wall time the step took for the sample's batch (ms) and the text as it stood after
-    the step (LDLM: the argmax readout of that step's estimate of z0). `progress` shows a bar."""
+    the step (LDLM: the argmax readout of that step's estimate of z0). `progress` shows a bar.
+
+    Conditional: `prompts` (continue them) and/or `suffixes` (end with them; with prompts, fill the
+    middle), a string or a list; or ready `conditioning.Condition`s. `num` defaults to one sample per
+    prompt, and cycles through them. Records then also hold `prompt`, `suffix` and `written`; `text` is
+    the whole passage with the given text verbatim (after the tokenizer's round trip)."""
     from tqdm import tqdm
 
+    from . import conditioning as C
+
+    if conditions is None and (prompts is not None or suffixes is not None):
+        conditions = C.make_conditions(model.tokenizer, prompts, suffixes, gap)
+    if conditions is not None:
+        if not conditions:
+            raise UserError("the list of prompts is empty; give at least one prompt or suffix")
+        if not model.suffix_ok and any(c.suffix for c in conditions):
+            raise UserError(f"an {model.cfg.algo.upper()} model writes left to right and cannot take a suffix; "
+                            f"drop --suffix (infilling needs LDLM, TEncDM or MDLM)")
+        if settings.get("num") is None:
+            settings["num"] = len(conditions)
     sc = sample_settings(model, **settings)
+    given = None
+    if conditions is not None:
+        conditions = [conditions[i % len(conditions)] for i in range(sc.num)]
+        given = C.layout(model.tokenizer, conditions, model.cfg.data.seq_len)  # errors before any sampling
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(sc.seed)
     records: list[dict] = []
@@ -124,11 +148,18 @@ def generate(model: Algorithm, return_trajectory: bool = False, progress: bool =
             bar.update(1)
             last[0] = time.perf_counter()  # decoding the trajectory is not part of the step's time
 
+        cb = on_step if (return_trajectory or not bar.disable) else None
         with autocast(device, sc.bf16):
-            ids = model.generate_ids(n, sc, g, device, callback=on_step if (return_trajectory or not bar.disable) else None)
+            if given is None:
+                ids = model.generate_ids(n, sc, g, device, callback=cb)
+            else:
+                ids = model.generate_ids(n, sc, g, device, callback=cb, given=given[start: start + n])
         bar.update(max(0, per_batch - len(steps)))  # AR stops early once every row has ended
-        toks, texts = ids_to_text(model.tokenizer, ids.cpu())
-        records.extend({"text": t, "tokens": k} for t, k in zip(texts, toks))
+        if given is not None:
+            records.extend(C.records(model.tokenizer, conditions[start: start + n], given[start: start + n], ids.cpu()))
+        else:
+            toks, texts = ids_to_text(model.tokenizer, ids.cpu())
+            records.extend({"text": t, "tokens": k} for t, k in zip(texts, toks))
         if return_trajectory:
             trajectories.extend([{"step": e["step"], "t": e["t"], "ms": round(e["ms"], 3), "text": e["texts"][j]}
                                  for e in steps] for j in range(n))

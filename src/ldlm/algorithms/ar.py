@@ -64,6 +64,7 @@ class Baseline(Algorithm):
 class AR(Baseline):
     name = "ar"
     sample_keys = ("temperature", "top_p") + Algorithm.sample_keys
+    suffix_ok = False
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
@@ -95,11 +96,15 @@ class AR(Baseline):
         return {"loss": nll, "nll": nll, "ppl": math.exp(nll), "acc": (correct / n).item()}
 
     @torch.no_grad()
-    def generate_ids(self, num, sc: SampleConfig, generator, device, kv_cache: bool = True, callback=None):
+    def generate_ids(self, num, sc: SampleConfig, generator, device, kv_cache: bool = True, callback=None,
+                     given=None):
         """Left to right from [CLS]; after a row's [SEP] it is filled with [PAD]. `kv_cache=False`
         recomputes the whole prefix each step (the reference the cache is tested against).
-        `callback(i - 1, None, ids)` after each token (AR has no diffusion time)."""
+        `callback(i - 1, None, ids)` after each token (AR has no diffusion time). `given`: a prompt
+        (a prefix of given positions), fed in place of the sampled tokens."""
         L = self.cfg.data.seq_len
+        if given is not None:
+            given = given.to(device)
         ids = torch.full((num, L), self.pad_id, dtype=torch.long, device=device)
         ids[:, 0] = self.cls_id
         done = torch.zeros(num, dtype=torch.bool, device=device)
@@ -110,6 +115,8 @@ class AR(Baseline):
             else:
                 h = self.net(ids[:, :i], causal=True)
             tok = self.net.to_global(sample_tokens(self.net.logits(h[:, -1]), sc.temperature, sc.top_p, generator))
+            if given is not None:
+                tok = torch.where(given.mask[:, i], given.ids[:, i], tok)
             ids[:, i] = torch.where(done, self.pad_id, tok)
             done |= tok == self.sep_id
             if i == L - 1:

@@ -18,6 +18,7 @@ class Algorithm(nn.Module):
     name = "base"
     # the SampleConfig keys this algorithm's sampler reads; any other sampling flag is an error
     sample_keys: tuple[str, ...] = ("num", "batch_size", "seed", "bf16")
+    suffix_ok = True  # can condition on a suffix (not AR, which writes left to right)
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__()
@@ -92,9 +93,10 @@ class Algorithm(nn.Module):
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def generate_ids(self, num: int, sc: SampleConfig, generator: torch.Generator, device,
-                     callback=None) -> torch.Tensor:
+                     callback=None, given=None) -> torch.Tensor:
         """[num, L] token ids. `callback(i, t, state)`, if given, is called once per sampling step
-        with the algorithm's current state (`trajectory_ids` turns it into token ids)."""
+        with the algorithm's current state (`trajectory_ids` turns it into token ids). `given` (a
+        `conditioning.Given`): the given tokens are kept at their positions."""
         raise NotImplementedError
 
     def trajectory_ids(self, state) -> torch.Tensor:

@@ -6,6 +6,14 @@ Data flow of one step (docs/design.md):
                                        h_hat (stopgrad) and h -> token decoder -> readout -> logits
 Loss (recipe.decoder_loss = 'mse', the paper's):
     w(step)-scaled L_diff + lambda_dec ||h_hat - h||^2 + lambda_ce CE(tok(sg(h_hat)), x) + lambda_read CE(tok(h), x)
+
+Conditioning (prompts, suffixes; docs/design.md): a share `recipe.cond_prob` of the training sequences get a
+random prefix, suffix or both given. The given tokens alone go through the frozen LM and the encoder
+(no gradient, inference statistics: exactly what sampling will do with a prompt), and every latent whose
+whole window of ceil(L/N) positions is given is put in clean, marked by the denoiser's `given_flag`;
+L_diff is taken on the other latents only. At sampling the same latents are clamped at every step, and
+after decoding the given tokens overwrite their positions: a window the prompt covers only in part is
+generated, not clamped, so the prompt is still honoured token for token.
 """
 from __future__ import annotations
 
@@ -13,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ..autoencoder import LatentDecoder, LatentEncoder, Readout, TokenDecoder
+from ..conditioning import Given
 from ..config import Config, SampleConfig, schedule_horizon
 from ..data import Corpus
-from ..denoiser import Denoiser
+from ..denoiser import ClampedDenoiser, Denoiser
 from ..errors import UserError
 from ..features import CorpusFeatures
 from ..frozen_lm import FrozenLM
@@ -52,7 +61,7 @@ def collapse_stats(z: torch.Tensor) -> dict:
 
 class LDLM(Algorithm):
     name = "ldlm"
-    sample_keys = ("steps", "grid", "solver", "noise_scale", "decode_temperature") + Algorithm.sample_keys
+    sample_keys = ("steps", "grid", "solver", "noise_scale", "decode_temperature", "guidance") + Algorithm.sample_keys
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
@@ -88,6 +97,10 @@ class LDLM(Algorithm):
     def latent_shape(self) -> tuple[int, int]:
         """(N, d): the shape of one sequence's latents, which the denoiser generates."""
         return self.cfg.model.latent_len, self.cfg.model.latent_dim
+
+    def latent_window(self) -> int:
+        """Token positions per latent: latent n covers positions [n r, (n + 1) r) (see autoencoder.to_windows)."""
+        return -(-self.cfg.data.seq_len // self.latent_shape()[0])
 
     # -- data -----------------------------------------------------------------------------
     def prepare(self, corpus: Corpus, device) -> None:
@@ -132,20 +145,93 @@ class LDLM(Algorithm):
         target = self.readout.to_local(ids[mask])
         return F.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean()
 
+    # -- conditioning ---------------------------------------------------------------------
+    def given_latents(self, given_tokens: torch.Tensor) -> torch.Tensor:
+        """[B, L] given token positions -> [B, N] latents whose whole window is given."""
+        b, L = given_tokens.shape
+        n, r = self.latent_shape()[0], self.latent_window()
+        full = torch.ones(b, n * r, dtype=torch.bool, device=given_tokens.device)  # past L counts as given
+        full[:, :L] = given_tokens
+        return full.view(b, n, r).all(-1)
+
+    def condition_latents(self, given: Given) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_given [B, N, d], given [B, N]): the given tokens alone through the frozen LM and the encoder
+        (no gradient, inference statistics), and which latents they fix."""
+        seen = given.mask & (given.ids != self.tokenizer.pad_token_id)
+        z = self.encode(self.frozen.features(given.ids, seen), seen, frozen=True)
+        return z, self.given_latents(given.mask)
+
+    def training_condition(self, ids: torch.Tensor, mask: torch.Tensor) -> Given | None:
+        """For a share recipe.cond_prob of the rows, a random prefix, suffix or both given (token level,
+        so a cut inside a window happens as at sampling); None when no row is picked. Draws from the
+        global RNG, which the trainer seeds per micro-batch, and draws nothing when cond_prob = 0."""
+        p = self.cfg.recipe.cond_prob
+        if p <= 0:
+            return None
+        b, L = ids.shape
+        pick, kind, u = torch.rand(b) < p, torch.randint(0, 3, (b,)), torch.rand(b, 2)
+        lengths = mask.sum(1).tolist()  # real tokens: [CLS] ... [SEP]
+        g = torch.zeros(b, L, dtype=torch.bool)
+        for i in pick.nonzero().flatten().tolist():
+            n, k = lengths[i], int(kind[i])
+            if k == 2 and n < 5 or k == 1 and n < 4:
+                k = 0
+            if n < 3:
+                continue
+            if k == 0:  # prefix [0, a): at least one real token given, at least [SEP] left to write
+                g[i, : 2 + int(u[i, 0] * (n - 2))] = True
+            elif k == 1:  # [CLS] and a suffix [s, L) with at least one real token before [SEP]
+                g[i, 0] = True
+                g[i, 2 + int(u[i, 0] * (n - 3)):] = True
+            else:  # prefix [0, a) and suffix [s, L), at least one token between them
+                a = 2 + int(u[i, 0] * (n - 4))
+                g[i, :a] = True
+                g[i, a + 1 + int(u[i, 1] * (n - 3 - a)):] = True
+        if not g.any():
+            return None
+        g = g.to(ids.device)
+        return Given(torch.where(g, ids, self.tokenizer.pad_token_id), g)
+
+    def conditioned(self, z0: torch.Tensor, given: Given | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(z_given, given latents) for a batch, computed on the rows that have a condition only."""
+        if given is None:
+            return None
+        rows = given.mask.any(1).nonzero().flatten()
+        z_r, g_r = self.condition_latents(Given(given.ids[rows], given.mask[rows]))
+        z_given = torch.zeros_like(z0)
+        z_given[rows] = z_r.to(z0.dtype)
+        glat = torch.zeros(z0.shape[:2], dtype=torch.bool, device=z0.device)
+        glat[rows] = g_r
+        return z_given, glat
+
     # -- losses ---------------------------------------------------------------------------
-    def diffusion_loss(self, z0: torch.Tensor, w: float) -> tuple[torch.Tensor, dict]:
-        """x0-prediction MSE at t from the timestep sampler; its gradient into the encoder scaled by w."""
+    def diffusion_loss(self, z0: torch.Tensor, w: float, cond=None) -> tuple[torch.Tensor, dict]:
+        """x0-prediction MSE at t from the timestep sampler; its gradient into the encoder scaled by w.
+        `cond` = (z_given, given [B, N]): those latents go in clean and carry no loss."""
         z0_diff = mix_gradient(z0, w)
         target = z0_diff.detach() if self.cfg.recipe.diff_target_stopgrad else z0_diff
         t = self.timesteps.sample(z0.shape[0], device=z0.device)
         z_t = self.schedule.noise(z0_diff, t)
+        given = None
+        if cond is not None:
+            z_given, given = cond
+            z_t = torch.where(given.unsqueeze(-1), z_given, z_t)
         z_sc = None
         if torch.rand(()) < self.cfg.model.self_cond_prob:
             with torch.no_grad():
-                z_sc = self.denoiser(z_t, t).float()
-        z0_hat = self.denoiser(z_t, t, z_sc).float()
-        per_sample = ((z0_hat - target) ** 2).mean(dim=(1, 2))
-        self.timesteps.update(t, per_sample)
+                z_sc = self.denoiser(z_t, t, None, given).float()
+            if cond is not None:
+                z_sc = torch.where(given.unsqueeze(-1), z_given, z_sc)
+        z0_hat = self.denoiser(z_t, t, z_sc, given).float()
+        if cond is None:
+            per_sample = ((z0_hat - target) ** 2).mean(dim=(1, 2))
+            self.timesteps.update(t, per_sample)
+        else:
+            free = (~given).float()
+            per_sample = (((z0_hat - target) ** 2).mean(-1) * free).sum(1) / free.sum(1).clamp_min(1.0)
+            plain = ~given.any(1)  # the timestep sampler follows the unconditional loss only
+            if plain.any():
+                self.timesteps.update(t[plain], per_sample[plain])
         l_diff = per_sample.mean()
         return l_diff, {"diff": l_diff.detach(), "w_enc": w}
 
@@ -183,7 +269,8 @@ class LDLM(Algorithm):
         loss = torch.zeros((), device=ids.device)
         logs: dict = {"stage": stage} if stage else {}
         if stage != 1:
-            l_diff, d_logs = self.diffusion_loss(z0, warmup_weight(step, self.schedule_steps(), rc))
+            cond = self.conditioned(z0, self.training_condition(ids, mask))
+            l_diff, d_logs = self.diffusion_loss(z0, warmup_weight(step, self.schedule_steps(), rc), cond)
             loss = loss + l_diff
             logs.update(d_logs)
         if stage != 2:
@@ -215,14 +302,28 @@ class LDLM(Algorithm):
         z0 = self.encode(h, mask, frozen=True)
         trivial = ((z0 - z0.mean(0, keepdim=True)) ** 2).mean().item()  # the best input-blind predictor
 
-        def denoise_error(t):
+        def denoise_error(t, cond=None, on=None):
             eps = torch.randn(z0.shape, generator=generator).to(z0.device)
             z_t = self.schedule.noise(z0, t, eps)
-            z0_hat = self.denoiser(z_t, t, self.denoiser(z_t, t).float()).float()  # with self-conditioning
-            return ((z0_hat - z0) ** 2).mean().item()
+            den = self.denoiser if cond is None else ClampedDenoiser(self.denoiser, *cond)
+            z0_hat = den(z_t, t, den(z_t, t).float()).float()  # with self-conditioning
+            err = (z0_hat - z0) ** 2
+            return (err.mean() if on is None else err[:, on].mean()).item()
 
         t = ((torch.arange(b) + torch.rand(b, generator=generator)) / b).clamp(self.cfg.recipe.t_min, 1.0)
         out = {"diff": denoise_error(t.to(ids.device)), "diff_trivial": trivial}
+        if self.cfg.recipe.cond_prob > 0:
+            # the second half of the latents, with the first half's tokens given vs nothing given
+            # (the same noise): below 1 when the model uses a prompt
+            n, r = self.latent_shape()[0], self.latent_window()
+            g = torch.zeros_like(mask)
+            g[:, : r * (n // 2)] = True
+            cond = self.condition_latents(Given(torch.where(g, ids, self.tokenizer.pad_token_id), g))
+            on = torch.arange(n, device=ids.device) >= n // 2
+            state = generator.get_state()
+            with_prompt = denoise_error(t.to(ids.device), cond, on)
+            generator.set_state(state)
+            out["diff_cond_ratio"] = with_prompt / max(denoise_error(t.to(ids.device), None, on), 1e-12)
         out["diff_ratio"] = out["diff"] / max(trivial, 1e-12)
         for a, ta in zip(DIAG_ALPHAS, self.schedule.t_at_alpha(list(DIAG_ALPHAS)).tolist()):
             out[f"den_ratio_a{round(a * 100):02d}"] = denoise_error(torch.full((b,), ta, device=ids.device)) / max(trivial, 1e-12)
@@ -259,10 +360,16 @@ class LDLM(Algorithm):
         return self.readout.to_global(local)
 
     @torch.no_grad()
-    def generate_ids(self, num, sc: SampleConfig, generator, device, callback=None):
-        z0 = reverse_diffusion(self.denoiser, self.schedule, (num, *self.latent_shape()), sc.steps,
+    def generate_ids(self, num, sc: SampleConfig, generator, device, callback=None, given: Given | None = None):
+        """[num, L] token ids; with `given`, its latents clamped and its tokens kept (module docstring)."""
+        den = self.denoiser
+        if given is not None:
+            given = given.to(device)
+            den = ClampedDenoiser(self.denoiser, *self.condition_latents(given), guidance=sc.guidance)
+        z0 = reverse_diffusion(den, self.schedule, (num, *self.latent_shape()), sc.steps,
                                sc.solver, sc.noise_scale, generator, device, grid=sc.grid, callback=callback)
-        return self.decode_latents(z0, sc.decode_temperature, generator)
+        ids = self.decode_latents(z0, sc.decode_temperature, generator)
+        return ids if given is None else torch.where(given.mask, given.ids, ids)
 
     def trajectory_ids(self, state):
         """The step's z0 estimate, read out by argmax (the text the model 'sees' at that step)."""

@@ -86,7 +86,7 @@ class MDLM(Baseline):
 
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_ids(self, num, sc: SampleConfig, generator, device, callback=None):
+    def generate_ids(self, num, sc: SampleConfig, generator, device, callback=None, given=None):
         """Ancestral sampling with `sc.steps` steps on the grid t = 1, 1 - 1/S, ..., 1/S -> 0.
 
         From t to s each masked token is unmasked with probability (alpha_s - alpha_t)/(1 - alpha_t)
@@ -94,10 +94,14 @@ class MDLM(Baseline):
         q(x_s | x_t, x_0 = p_theta) factorised, so only unmasked tokens need a categorical draw.
         At s = 0 every remaining mask is filled. With `sc.cache`, rows unchanged since the previous
         step reuse their hidden states (exact: no time conditioning), so samples equal the uncached ones.
+        `given` tokens (a prompt, a suffix, both) are never masked, so they stay as they are.
         """
         L, S = self.cfg.data.seq_len, sc.steps
         x = torch.full((num, L), self.mask_id, dtype=torch.long, device=device)
         x[:, 0] = self.cls_id
+        if given is not None:
+            given = given.to(device)
+            x = torch.where(given.mask, given.ids, x)
         h, changed = None, torch.ones(num, dtype=torch.bool, device=device)
         self.rows_computed = 0
         for i in range(S, 0, -1):
