@@ -34,7 +34,8 @@ def make(tok, algo, *overrides):
 def sc_for(model, **kw):
     from ldlm.generate import sample_settings
 
-    return sample_settings(model, **{"steps": 4, **kw})
+    steps = {} if model.cfg.algo == "ar" else {"steps": 4}  # AR's sampler has no steps: the flag is an error
+    return sample_settings(model, **{**steps, **kw})
 
 
 # ---------------------------------------------------------------- the row and the records
