@@ -136,6 +136,7 @@ class TrainConfig:
     device: str = "auto"  # 'auto' (cuda if available), 'cpu' or 'cuda'
     max_bad_steps: int = 5  # stop after this many consecutive steps with a non-finite loss (each is skipped)
     compile: bool = False  # torch.compile the training forward (GPU; first steps are slow while it compiles)
+    tracker: str = ""  # also log metrics to '' (none), 'tensorboard' (<out>/tensorboard) or 'trackio' (if installed)
 
 
 @dataclass
@@ -365,6 +366,7 @@ _CHOICES = {
     "sample.grid": ("logsnr", "uniform"),
     "train.lr_decay": ("cosine", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.tracker": ("", "tensorboard", "trackio"),
     "data.format": ("passages", "owt", "lm1b"),
     "data.tokenizer": ("", "gpt2"),
     "sample.solver": ("sde", "ode"),

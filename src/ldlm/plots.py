@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
@@ -19,6 +20,19 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
             continue
         (valid if r.get("split") == "valid" else train).append(r)
     return train, valid
+
+
+def _save(fig, path: Path) -> None:
+    """Temp file + rename: a reader (or a kill mid-write) never sees a half-written PNG."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)  # also on failure: plots are redrawn at every evaluation, leaked figures would pile up
 
 
 def plot_training(run_dir: Path) -> list[Path]:
@@ -46,11 +60,11 @@ def plot_training(run_dir: Path) -> list[Path]:
         axes[1].plot([r["step"] for r in valid], [r[k] for r in valid], marker="o", label=k)
     axes[1].set_xlabel("step")
     axes[1].set_title("validation")
-    axes[1].legend(fontsize=8)
+    if vkeys:  # a run stopped before its first evaluation has none yet
+        axes[1].legend(fontsize=8)
     fig.tight_layout()
     out = [run_dir / "curves.png"]
-    fig.savefig(out[0], dpi=100)
-    plt.close(fig)
+    _save(fig, out[0])
     dens = [r for r in valid if "t_density" in r]
     if dens:
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -65,6 +79,5 @@ def plot_training(run_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         out.append(run_dir / "timesteps.png")
-        fig.savefig(out[-1], dpi=100)
-        plt.close(fig)
+        _save(fig, out[-1])
     return out

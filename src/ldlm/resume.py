@@ -24,7 +24,7 @@ from .errors import UserError
 # schedule of what follows (train.batch_size/grad_accum only if the global batch stays, checked on load)
 SAFE_ON_RESUME = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.save_every",
                   "train.keep_last", "train.threads", "train.device", "train.compile", "train.max_bad_steps",
-                  "train.batch_size", "train.grad_accum", "data.cache_dir", "data.num_proc", "sample")
+                  "train.tracker", "train.batch_size", "train.grad_accum", "data.cache_dir", "data.num_proc", "sample")
 
 
 def is_safe(key: str) -> bool:

@@ -13,7 +13,9 @@ accumulation steps. Checkpoints still carry the RNG states, for code that draws 
 Faults. A step whose loss or gradient is non-finite on any rank is skipped on every rank (no
 update, the algorithm's extra state and buffers restored) and logged; `train.max_bad_steps` in a
 row stop the run with the last good checkpoint untouched. SIGTERM/SIGINT finish the current step,
-save a checkpoint and exit (128 + signal number); a second Ctrl-C exits at once.
+save a checkpoint, redraw the plots and exit (128 + signal number); a second Ctrl-C exits at once.
+The plots (curves.png, timesteps.png) are also redrawn at every evaluation; optional trackers mirror
+metrics.jsonl (tracker.py).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import torch
 
 from . import checkpoint as ck
 from . import distributed as du
+from . import plots
 from .algorithms import Algorithm, build
 from .blocks import format_param_counts
 from .config import Config, schedule_horizon
@@ -40,6 +43,7 @@ from .errors import UserError
 from .frozen_lm import load_tokenizer
 from .resume import check_corpus, check_resume
 from .runlock import RunLock
+from .tracker import Tracker, check_tracker, open_tracker
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -110,6 +114,7 @@ class Trainer:
         self.cfg, self.out = cfg, Path(out_dir)
         self.command = command  # the command line, logged so that an export's model card can show it
         tc = cfg.train
+        check_tracker(tc.tracker)
         if tc.threads:
             torch.set_num_threads(tc.threads)
         want = tc.device if tc.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -149,6 +154,7 @@ class Trainer:
             self.wrapped = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.fwd = torch.compile(self.wrapped) if tc.compile else self.wrapped
         self.log_file = None
+        self.tracker: Tracker | None = None
         self._signal: int | None = None
         self.bad_in_a_row = 0
 
@@ -220,6 +226,26 @@ class Trainer:
         if self.log_file is not None:
             self.log_file.write(json.dumps(record) + "\n")
             self.log_file.flush()
+        if self.tracker is not None:
+            try:
+                self.tracker.log(record)
+            except Exception as e:  # noqa: BLE001 - a tracker's failure must not stop training
+                self.tracker = None
+                self._warn(f"train.tracker={self.cfg.train.tracker} failed ({type(e).__name__}: {e}); "
+                           f"it is off for the rest of the run")
+
+    def _warn(self, message: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+
+    def plot(self) -> None:
+        """Redraw curves.png / timesteps.png from metrics.jsonl; a failure is logged, never fatal."""
+        try:
+            plots.plot_training(self.out)
+        except Exception as e:  # noqa: BLE001 - plots are a view of metrics.jsonl, which stays intact
+            self.log({"step": self.step, "event": "plot_failed", "error": f"{type(e).__name__}: {e}"})
+            self._warn(f"plotting failed at step {self.step} ({type(e).__name__}: {e}); training goes on")
 
     def _open_log(self) -> None:
         path = self.out / "metrics.jsonl"
@@ -348,6 +374,12 @@ class Trainer:
             if self.log_file is not None:
                 self.log_file.close()
                 self.log_file = None
+            if self.tracker is not None:
+                try:
+                    self.tracker.close()
+                except Exception as e:  # noqa: BLE001
+                    self._warn(f"train.tracker={self.cfg.train.tracker} did not close cleanly ({e})")
+                self.tracker = None
             if self.lock is not None:
                 self.lock.release()
 
@@ -360,6 +392,7 @@ class Trainer:
             ck.clean_stale(self.out)
             ck.write_text_atomic(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
             self._open_log()
+            self.tracker = open_tracker(tc.tracker, self.out, cfg.to_dict())
         counts = self.model.param_counts()
         self.log({"event": "resume" if self.resume_from is not None else "start", "step": self.step,
                   "algo": cfg.algo, "trainable_params": counts["trainable"], "params": counts,
@@ -422,6 +455,7 @@ class Trainer:
             if main and ((tc.eval_every and self.step % tc.eval_every == 0) or self.step == tc.steps):
                 val = self.validate()
                 self.log({"step": self.step, "split": "valid", **val, **self.model.log_extras()})
+                self.plot()
             if ((tc.save_every and self.step % tc.save_every == 0 and not skipped)  # no saves inside a bad streak
                     or self.step == tc.steps):
                 self.save()
@@ -432,16 +466,12 @@ class Trainer:
                 du.barrier(self.dist)
                 name = signal.Signals(self._signal).name
                 self.log({"step": self.step, "event": "stopped", "signal": name})
+                if main:
+                    self.plot()
                 bar.close()
                 raise TrainingInterrupted(
                     f"{name} received: stopped at step {self.step}; checkpoint saved in {self.out}; "
                     f"continue with `ldlm train --out {self.out} --resume`", self._signal)
         bar.close()
         du.barrier(self.dist)
-        if main:
-            from .plots import plot_training
-
-            self.log_file.close()
-            self.log_file = None
-            plot_training(self.out)
         return {"step": self.step, "train": {k: float(v) for k, v in last_logs.items()}, "valid": val, "wall_s": time.time() - t0}
