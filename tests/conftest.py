@@ -60,3 +60,17 @@ def random_lm(tmp_path_factory) -> str:
 def _private_cache_home(tmp_path_factory):
     """The default feature cache ($XDG_CACHE_HOME/ldlm) goes to a temporary folder, not the user's."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
+def micro_model_and_batch(micro_cfg, *overrides, b=6):
+    """A micro LDLM (train mode, seed 0) and a batch of random states for it; the first row half padding."""
+    from ldlm.trainer import setup_model
+
+    cfg = micro_cfg("train.steps=10", *overrides)
+    torch.manual_seed(0)
+    model = setup_model(cfg, torch.device("cpu")).train()
+    L, D = cfg.data.seq_len, model.frozen.hidden
+    ids = torch.randint(1000, 2000, (b, L))
+    mask = torch.ones(b, L, dtype=torch.bool)
+    mask[0, L // 2:] = False
+    return model, {"ids": ids, "mask": mask, "h": torch.randn(b, L, D)}

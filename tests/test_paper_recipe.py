@@ -7,18 +7,11 @@ from ldlm.config import RECIPE_PRESETS
 from ldlm.errors import UserError
 from ldlm.trainer import setup_model
 
+from conftest import micro_model_and_batch as _model_and_batch
+
 PARTS = ("encoder", "denoiser", "decoder", "tok_decoder", "readout")
 
 
-def _model_and_batch(micro_cfg, *overrides, b=6):
-    cfg = micro_cfg("train.steps=10", *overrides)
-    torch.manual_seed(0)
-    model = setup_model(cfg, torch.device("cpu")).train()
-    L, D = cfg.data.seq_len, model.frozen.hidden
-    ids = torch.randint(1000, 2000, (b, L))
-    mask = torch.ones(b, L, dtype=torch.bool)
-    mask[0, L // 2:] = False
-    return model, {"ids": ids, "mask": mask, "h": torch.randn(b, L, D)}
 
 
 def _grad_of(model, batch, term: str) -> dict:
