@@ -12,13 +12,14 @@ its last validation pass (EMA weights, the held-out batches every run of that co
 
 - AR: `nll`, NLL per real token (nats);
 - MDLM: `nelbo`, the NELBO per real token (nats, a bound on the NLL; same tokens as AR's);
-- LDLM: `objective`, the held-out value of its own training objective, L_diff + lambda_ce * CE_dec
-  (+ lambda_dec * MSE_dec under the MSE decoder loss) from the validation line's `diff`, `dec_ce` and
-  `dec_mse` with the run's recipe weights (L_read, the readout on the frozen LM's own states, is left
-  out: validation does not compute it). Not `diff_ratio` alone: a run whose latents collapse predicts
-  them easily and lowers the diffusion loss while reconstruction fails (BENCHMARKS §3.1, naive
-  recipe: 0.28 of the trivial predictor's); the decoder terms charge for that. `diff_ratio`,
-  `recon_acc` and `latent_erank` are in the table beside it, so a reader can check the pick.
+- LDLM (and TEncDM, its subclass): `objective`, the held-out value of its own training objective,
+  L_diff + lambda_ce * CE_dec (+ lambda_dec * MSE_dec unless recipe.decoder_loss=ce) from the
+  validation line's `diff`, `dec_ce` and `dec_mse` with the run's recipe weights (L_read, the token
+  decoder on the frozen LM's own states, is left out: validation does not compute it). Not
+  `diff_ratio` alone: a run whose latents collapse predicts them easily and lowers the diffusion
+  loss while reconstruction fails (BENCHMARKS §3.1, naive recipe: 0.28 of the trivial predictor's);
+  the decoder terms charge for that. `diff_ratio`, `recon_acc` and `latent_erank` are in the table
+  beside it, so a reader can check the pick.
 
 A configuration's score is the mean over seeds; the best learning rate has the lowest. A run that
 stops on non-finite losses counts as failed (never best). When the best is at an end of the swept
@@ -42,9 +43,9 @@ os.environ.setdefault("LDLM_QUIET", "1")
 import benchlib as B  # noqa: E402
 
 DEFAULT_CONFIGS = "configs/tiny.yaml,configs/tiny-ar.yaml,configs/tiny-mdlm.yaml"
-METRIC = {"ldlm": "objective", "ar": "nll", "mdlm": "nelbo"}
+METRIC = {"ldlm": "objective", "tencdm": "objective", "ar": "nll", "mdlm": "nelbo"}
 SHOWN = {"ldlm": ["diff", "diff_ratio", "dec_ce", "dec_mse", "recon_acc", "latent_erank"],
-         "ar": ["ppl", "acc"], "mdlm": ["ppl"]}
+         "tencdm": ["diff", "diff_ratio", "dec_ce"], "ar": ["ppl", "acc"], "mdlm": ["ppl"]}
 FORMATS = {"ppl": "{:.1f}", "acc": "{:.3f}", "recon_acc": "{:.3f}", "latent_erank": "{:.3f}"}
 
 
@@ -75,7 +76,7 @@ def floats(text: str, flag: str) -> list[float]:
 
 def score(algo: str, valid: dict, recipe: dict) -> float | None:
     """The single validation scalar a run is ranked by (module doc); None if the line lacks it."""
-    if algo != "ldlm":
+    if METRIC[algo] != "objective":
         return valid.get(METRIC[algo])
     if any(valid.get(k) is None for k in ("diff", "dec_ce", "dec_mse")):
         return None

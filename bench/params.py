@@ -23,8 +23,8 @@ os.environ.setdefault("LDLM_QUIET", "1")
 
 import benchlib as B  # noqa: E402
 
-DEFAULT_CONFIGS = ("configs/tiny.yaml,configs/tiny-ar.yaml,configs/tiny-mdlm.yaml,configs/tiny-ar-nonemb.yaml,"
-                   "configs/tiny-mdlm-nonemb.yaml")
+DEFAULT_CONFIGS = ("configs/tiny.yaml,configs/tiny-tencdm.yaml,configs/tiny-ar.yaml,configs/tiny-mdlm.yaml,"
+                   "configs/tiny-ar-nonemb.yaml,configs/tiny-mdlm-nonemb.yaml")
 
 
 def parse_args(argv=None):
@@ -58,6 +58,9 @@ def count(cfg_path: str, overrides: list[str], vocab: bool) -> dict:
     return row
 
 
+NAMES = {"tencdm": "TEncDM"}
+
+
 def _n(v) -> str:
     return "n/a" if v is None else f"{v:,}"
 
@@ -71,7 +74,8 @@ def markdown(res: dict, header: bool = True) -> str:
     for r in res["rows"]:
         ov = r.get("output_vocab")
         vocab = "n/a" if ov is None else f"{ov:,} of {r['tokenizer_vocab']:,} ({r['readout_vocab']})"
-        lines.append(f"| `{r['config']}` | {r['algo'].upper()} | {_n(r['trainable'])} | {_n(r['embedding'])} | "
+        name = NAMES.get(r["algo"], r["algo"].upper())
+        lines.append(f"| `{r['config']}` | {name} | {_n(r['trainable'])} | {_n(r['embedding'])} | "
                      f"{_n(r['non_embedding'])} | {_n(r['frozen'])} | {vocab} |")
     return "\n".join(lines) + "\n"
 

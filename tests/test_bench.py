@@ -285,6 +285,7 @@ def test_lr_sweep_scores_are_each_models_own_validation_loss():
     assert lr_sweep.score("ldlm", v, mse) == pytest.approx(0.8 + 2.5 + 0.45)
     assert lr_sweep.score("ldlm", v, {**mse, "decoder_loss": "mse+ce"}) == pytest.approx(0.8 + 2.5 + 0.45)
     assert lr_sweep.score("ldlm", v, {**mse, "decoder_loss": "ce", "lambda_ce": 2.0}) == pytest.approx(0.8 + 5.0)
+    assert lr_sweep.score("tencdm", v, {**mse, "decoder_loss": "ce"}) == pytest.approx(0.8 + 2.5)
     assert lr_sweep.score("ar", v, mse) == 5.5 and lr_sweep.score("mdlm", v, mse) == 6.2
     assert lr_sweep.score("ldlm", {"diff": 0.8}, mse) is None
 
