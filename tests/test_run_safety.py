@@ -91,7 +91,7 @@ def test_resume_on_a_folder_without_checkpoint_writes_nothing(tmp_path, cache, c
     (["--data", "other.txt"], "data.corpus is 'shakespeare' in the run, 'other.txt' now"),
     (["model.latent_dim=32"], "model.latent_dim is 16 in the run, 32 now"),
     (["train.lr=0.01"], "train.lr is 0.001 in the run, 0.01 now"),
-    (["recipe=naive"], "recipe.decoder_loss is 'mse' in the run, 'ce' now"),
+    (["recipe=naive"], "recipe.decoder_loss is 'mse+ce' in the run, 'ce' now"),
     (["train.schedule_steps=100"], "train.schedule_steps is 4 in the run, 100 now"),
     (["train.steps=3"], "train.steps=3 is below step 4"),
 ])
