@@ -64,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--config", help="LDLM config to train (default configs/gpu.yaml; --quick configs/micro.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for the train config")
     p.add_argument("--steps", type=int, help="timed training steps (default 20; --quick 1)")
-    p.add_argument("--warmup", type=int, help="untimed steps first, compilation included (default 3; --quick 1)")
+    p.add_argument("--warmup", type=int, help="untimed steps first, compilation included (default 3; --quick 0)")
     p.add_argument("--compile-backend", help="torch.compile backend (default inductor; --quick on CPU: eager, "
                                              "which traces with dynamo but generates no code)")
     p.add_argument("--no-install", action="store_true", help="never pip-install the pinned torch")
@@ -79,7 +79,7 @@ def parse_args(argv=None):
     a.config = a.config or str(ROOT / "configs" / ("micro.yaml" if a.quick else "gpu.yaml"))
     a.budget = a.budget or (1800.0 if a.quick else 450.0)
     a.steps = a.steps or (1 if a.quick else 20)
-    a.warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
+    a.warmup = a.warmup if a.warmup is not None else (0 if a.quick else 3)
     a.compile_backend = a.compile_backend or ("eager" if a.quick and a.device == "cpu" else "inductor")
     return a
 
@@ -449,7 +449,7 @@ class Runner:
             opts = ["--quick", "--threads", "2", "--config-ldlm", str(cfg / "micro.yaml"),
                     "--config-mdlm", str(cfg / "micro-mdlm.yaml"), "--config-ar", str(cfg / "micro-ar.yaml"),
                     "--batches", "2", "--ldlm-steps", "2", "--mdlm-steps", "2", "--mdlm-nocache-steps", "",
-                    "--no-train", "--set", f"data.cache_dir={self.work / 'cache'}",
+                    "--repeats", "1", "--no-train", "--set", f"data.cache_dir={self.work / 'cache'}",
                     "--set", "data.max_passages=200"]
         else:
             opts = ["--threads", "8", "--batches", "1,32,256", "--ldlm-steps", "10,50,200",
@@ -521,8 +521,8 @@ def _f(x, fmt="{:.1f}", none="–"):
 def _flop(x: float) -> str:
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
         if x >= scale:
-            return f"{x / scale:.3g} {unit}"
-    return f"{x:.3g} "
+            return f"{x / scale:.3g} {unit}FLOP"
+    return f"{x:.3g} FLOP"
 
 
 def markdown(res: dict) -> str:
@@ -563,11 +563,11 @@ def markdown(res: dict) -> str:
         t0 = trains[0][1]
         fl = t0["flops"]
         lines += ["", f"## Training: {t0['config']}, batch {t0['batch']} × {t0['seq_len']} tokens, bf16 autocast", "",
-                  f"FLOPs per step {_flop(fl['step'])}FLOP ({_flop(fl['per_token'])}FLOP per token); parts: "
+                  f"FLOPs per step {_flop(fl['step'])} ({_flop(fl['per_token'])} per token); parts: "
                   + ", ".join(f"{k} {_flop(v)}" for k, v in fl["parts"].items())
                   + f"; the denoiser is {fl['denoiser_share']:.0%} of the step. MFU against "
                     f"{_f(t0['peak_tflops']['datasheet'], '{:.0f}')} TFLOP/s (datasheet dense bf16) / "
-                    f"{_f(t0['peak_tflops']['measured'], '{:.0f}')} (measured matrix product).", "",
+                    f"{_f(t0['peak_tflops']['measured'], '{:.3g}')} (measured matrix product).", "",
                   "| mode | s/step, median [IQR] | tokens/s | peak memory (MB) | TFLOP/s | MFU step (sheet / measured) "
                   "| denoiser alone: ms/step | TFLOP/s | MFU (sheet / measured) | first steps (s) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
