@@ -60,7 +60,8 @@ def test_flop_formula_equals_torch_flop_counter_for_step_and_denoiser(tmp_path):
 
     def trainer(name, *over):
         cfg = load_config(str(ROOT / "configs" / "micro.yaml"), ["train.device=cpu", "train.bf16=false",
-                          "train.threads=2", f"data.cache_dir={tmp_path / 'cache'}", *over])
+                          "train.threads=2", "train.batch_size=4", "data.max_passages=100",
+                          f"data.cache_dir={tmp_path / 'cache'}", *over])
         return Trainer(cfg, str(tmp_path / name), quiet=True)
 
     plain = trainer("plain", "data.cache_features=false")
