@@ -195,15 +195,12 @@ def format_table(rows: dict[str, dict | None]) -> str:
 
 def run_cond_eval(args, records: list[dict]) -> dict:
     """`ldlm eval` on a conditional samples file: the `ldlm-cond-v1` rows, printed and optionally written."""
-    import torch
-
-    from .evaluation import make_evaluation
+    from .evaluation import eval_device, make_evaluation, write_result
 
     if getattr(args, "reference", None):
         raise UserError("--reference does not apply to conditional samples: their true continuations are in "
                         "the file (sample with --from); drop --reference")
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    ev = make_evaluation(args.eval_lm, None, None, "", seed=args.seed, device=device,
+    ev = make_evaluation(args.eval_lm, None, None, "", seed=args.seed, device=eval_device(args.device),
                          batch_size=args.batch_size, max_tokens=args.max_tokens, threads=args.threads)
     cond = CondEvaluation(ev.lm, args.seed, ev.no_lm_reason)
     rows = cond.rows({"samples": records})
@@ -212,11 +209,5 @@ def run_cond_eval(args, records: list[dict]) -> dict:
     result = {"protocol": PROTOCOL, "samples_file": str(args.samples), "sample_settings": meta,
               "settings": {**cond.settings, "threads": ev.threads}, "rows": rows}
     print(format_table(rows))
-    if args.out:
-        from .checkpoint import write_text_atomic
-
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
-        print(f"written to {out}")
+    write_result(result, args.out)
     return result

@@ -257,8 +257,6 @@ def make_evaluation(eval_lm: str | None, refs, refs_b, note: str, **kw) -> Evalu
 
 
 def run_eval(args) -> dict:
-    import torch
-
     from .cond_eval import read_conditional, run_cond_eval
 
     records = read_conditional(args.samples)
@@ -268,21 +266,33 @@ def run_eval(args) -> dict:
     cfg = load_run_config(args.ckpt, meta, args.reference)
     reference = args.reference or ("valid" if cfg is not None else None)
     refs, refs_b, note = build_references(reference, cfg, len(texts), texts, args.seed)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    ev = make_evaluation(args.eval_lm, refs, refs_b, note, seed=args.seed, device=device,
+    ev = make_evaluation(args.eval_lm, refs, refs_b, note, seed=args.seed, device=eval_device(args.device),
                          batch_size=args.batch_size, max_tokens=args.max_tokens, threads=args.threads)
     rows = {"samples": ev.evaluate(texts), "data": ev.data_row()}
     result = {"protocol": PROTOCOL, "samples_file": str(args.samples), "sample_settings": meta,
               "settings": ev.settings, "rows": rows}
     print(format_table(rows))
-    if args.out:
-        from .checkpoint import write_text_atomic
-
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
-        print(f"written to {out}")
+    write_result(result, args.out)
     return result
+
+
+def eval_device(name: str) -> str:
+    """`--device`: 'auto' is cuda when a GPU is visible, else cpu."""
+    import torch
+
+    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def write_result(result: dict, out: str | None) -> None:
+    """`ldlm eval --out`: the result JSON, written atomically (nothing when `out` is empty)."""
+    if not out:
+        return
+    from .checkpoint import write_text_atomic
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(result, indent=1) + "\n")
+    print(f"written to {path}")
 
 
 def add_eval_arguments(p, with_reference: bool = True) -> None:
