@@ -34,14 +34,13 @@ class TEncDM(LDLM):
         super().__init__(cfg, tokenizer)
 
     def build_encoder(self, m, L: int, D: int) -> nn.Module:
-        self._shape = (L, D)
         return Identity()
 
     def build_decoder(self, m, L: int, D: int) -> nn.Module:
         return Identity()
 
     def latent_shape(self) -> tuple[int, int]:
-        return self._shape
+        return self.cfg.data.seq_len, self.frozen.hidden  # the LM's own states: L positions of width D
 
     def encode(self, h: torch.Tensor, mask: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         return h.float()
