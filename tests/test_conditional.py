@@ -141,7 +141,7 @@ def test_ar_continues_its_prompt(tok):
     assert a[0, p] == model.net.logits(h[:, -1]).argmax(-1)[0]
     with pytest.raises(UserError, match="cannot take a suffix"):
         from ldlm.generate import generate
-        generate(model, prompts=["to be"], suffixes=["the end"], steps=2)
+        generate(model, prompts=["to be"], suffixes=["the end"])
 
 
 @pytest.mark.parametrize("algo", ["ldlm", "tencdm"])
@@ -284,7 +284,8 @@ def test_cli_bad_conditional_input(runs, tmp_path, capsys, argv, fragment):
     out = tmp_path / "s.jsonl"
     out.write_text("keep me\n")
     capsys.readouterr()
-    rc = main(["sample", "--ckpt", str(ckpt), "--steps", "2", "--out", str(out), *argv])
+    steps = [] if ckpt == runs["ar"] else ["--steps", "2"]
+    rc = main(["sample", "--ckpt", str(ckpt), *steps, "--out", str(out), *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and fragment in err and len(err.splitlines()) == 1, err
     assert out.read_text() == "keep me\n"  # nothing written
@@ -371,3 +372,20 @@ def test_conditional_bench_script(runs, random_lm, tmp_path):
     assert "ar" not in res["examples"][-1]["written"] and res["examples"][-1]["written"]["mdlm"].endswith("and so farewell.")
     md = (tmp_path / "conditional.md").read_text()
     assert "## Infilling (middle third hidden)" in md and "| ar |" in md and (tmp_path / "conditional.json").is_file()
+
+
+def test_conditional_bench_protocol_check(random_lm, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import conditional
+
+    res = conditional.main(["--protocol-check", "--num", "6", "--threads", "1", "--eval-lm", random_lm,
+                            "--out", str(tmp_path)])
+    for mode in ("prefix", "infill"):
+        rows = res["rows"][mode]
+        assert set(rows) == {"ignores its prompt", "data"} and rows["data"]["num"] == 6
+        # the same middles, so the same tokens: only the context differs
+        assert rows["data"]["tokens_scored"] == rows["ignores its prompt"]["tokens_scored"]
+    assert res["rows"]["infill"]["data"]["swap_right"] is not None
+    assert "## infill" in (tmp_path / "conditional-protocol.md").read_text()
