@@ -3,6 +3,11 @@ infilling on held-out passages, scored by the `ldlm-cond-v1` protocol (src/ldlm/
 
     .venv/bin/python bench/conditional.py --ldlm runs/tiny --mdlm runs/tiny-mdlm --ar runs/tiny-ar [--tencdm runs/tiny-tencdm]
     .venv/bin/python bench/conditional.py --quick      # smoke test: trains micro runs first
+    .venv/bin/python bench/conditional.py --protocol-check   # the protocol on real text, no model
+
+--protocol-check scores, on held-out passages of configs/tiny.yaml's corpus and length, the true hidden parts
+(the data row) against the same texts paired with another passage's prompt -- a writer that ignores its
+prompt -- and writes conditional-protocol.{json,md}: what the swap test and the conditional gen-PPL show.
 
 Prefix: the first half of each held-out passage's tokens is the prompt (cut at a word start), the model
 writes the rest. Infill (not AR): the middle third is hidden. Every model gets the same prompts, the
@@ -41,7 +46,13 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the swap derangement and MAUVE")
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default bench/results; --quick bench/results/quick)")
+    p.add_argument("--protocol-check", action="store_true", help="score true vs prompt-ignoring continuations of "
+                   "held-out text (no model; --num passages, default 64)")
+    p.add_argument("--config", default=str(B.ROOT / "configs" / "tiny.yaml"),
+                   help="--protocol-check: the corpus, tokenizer and length (default configs/tiny.yaml)")
     a = p.parse_args(argv)
+    if a.protocol_check and not a.num:
+        a.num = 64
     a.num = a.num or (8 if a.quick else 128)
     return a
 
@@ -98,12 +109,68 @@ def markdown(res: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def protocol_check(a, device: str, out: Path) -> dict:
+    """True hidden parts vs the same texts after another passage's prompt (a shift of 7), per mode."""
+    import torch
+
+    from ldlm import conditioning as C
+    from ldlm.cond_eval import PROTOCOL, CondEvaluation, format_table
+    from ldlm.config import load_config
+    from ldlm.evaluation import make_evaluation, validation_passages
+    from ldlm.frozen_lm import load_tokenizer
+
+    t0 = time.time()
+    cfg = load_config(a.config)
+    tok, L = load_tokenizer(cfg.model.lm), cfg.data.seq_len
+    passages = validation_passages(cfg)[: a.num]
+    ev = make_evaluation(a.eval_lm, None, None, "", seed=a.seed, device=device, threads=a.threads)
+    cond = CondEvaluation(ev.lm, a.seed, ev.no_lm_reason)
+    res = {"benchmark": "conditional-protocol", "protocol": PROTOCOL, "machine": B.machine_info(device),
+           "config": a.config, "num": a.num, "settings": cond.settings, "rows": {}}
+    for mode in ("prefix", "infill"):
+        conds, _ = C.conditions_from_passages(tok, passages, L, infill=mode == "infill")
+        g = C.layout(tok, conds, L)
+        truth = g.ids.clone()
+        for i, c in enumerate(conds):
+            a0 = 1 + len(c.prompt)
+            truth[i, a0: a0 + len(c.reference)] = torch.tensor(c.reference)
+            if not c.suffix:
+                truth[i, a0 + len(c.reference)] = tok.sep_token_id
+        recs = C.records(tok, conds, g, truth)
+        n = len(recs)
+        ignoring = [dict(r, text=C.join(tok, c.prompt, conds[(i + 7) % n].reference, c.suffix)[0])
+                    for i, (r, c) in enumerate(zip(recs, conds))]
+        res["rows"][mode] = cond.rows({"ignores its prompt": ignoring})
+        print(mode, n, "\n" + format_table(res["rows"][mode]))
+    res["wall_s"] = time.time() - t0
+    B.write_json(out / "conditional-protocol.json", res)
+    lines = [f"# The conditional protocol on real text (`{PROTOCOL}`)", "",
+             f"Machine: {B.describe_machine(res['machine'])}; date {res['machine']['date']}, commit "
+             f"{res['machine'].get('commit')}, {res['wall_s']:.0f} s. Command: `{res['machine']['command']}`.", "",
+             f"{a.num} held-out passages of {cfg.data.corpus} at seq_len {L}; evaluator "
+             f"{ev.lm.name if ev.lm else 'none'}. 'ignores its prompt': each true hidden part after another "
+             "passage's prompt (and before its suffix).", ""]
+    for mode, rows in res["rows"].items():
+        lines += [f"## {mode}", "", "| row | gen-PPL | sfx-PPL | swap | swap-R | MAUVE |", "|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            def f(k, fmt="{:.1f}"):
+                return "n/a" if r.get(k) is None else fmt.format(r[k])
+            sw = f("swap", "{:+.3f}") + ("" if r.get("swap_se") is None else f" ± {r['swap_se']:.3f}")
+            swr = f("swap_right", "{:+.3f}") + ("" if r.get("swap_right_se") is None else f" ± {r['swap_right_se']:.3f}")
+            lines.append(f"| {name} | {f('gen_ppl')} | {f('suffix_ppl')} | {sw} | {swr} | {f('mauve', '{:.3f}')} |")
+        lines.append("")
+    (out / "conditional-protocol.md").write_text("\n".join(lines), encoding="utf-8")
+    return res
+
+
 def main(argv=None) -> dict:
     a = parse_args(argv)
     B.set_threads(a.threads)
     device = B.pick_device(a.device)
     out = Path(a.out) if a.out else (B.RESULTS / "quick" if a.quick else B.RESULTS)
     out.mkdir(parents=True, exist_ok=True)
+    if a.protocol_check:
+        return protocol_check(a, device, out)
     runs = {k: getattr(a, k) for k in ALGOS}
     if a.quick and not any(runs.values()):
         runs = quick_runs(out, a.threads)

@@ -141,7 +141,7 @@ def test_ar_continues_its_prompt(tok):
     assert a[0, p] == model.net.logits(h[:, -1]).argmax(-1)[0]
     with pytest.raises(UserError, match="cannot take a suffix"):
         from ldlm.generate import generate
-        generate(model, prompts=["to be"], suffixes=["the end"], steps=2)
+        generate(model, prompts=["to be"], suffixes=["the end"])
 
 
 @pytest.mark.parametrize("algo", ["ldlm", "tencdm"])
@@ -217,6 +217,45 @@ def test_training_conditions_and_loss_skip_given_latents(tok, micro_cfg):
     assert (z0.grad[cond[1]] == 0).all() and (z0.grad[~cond[1]] != 0).any()
 
 
+def test_conditional_training_teaches_the_denoiser_to_use_given_latents(tok, micro_cfg):
+    """A toy latent space where the second half mirrors the first: trained with given first halves (half the
+    rows, the rest unconditional), the denoiser recovers the second half from a clamped first half at
+    alpha = 0.3; trained without conditions, clamping alone does not."""
+    from ldlm.denoiser import ClampedDenoiser
+
+    B, N, d = 32, 8, 16
+
+    def mirrored():
+        a = torch.randn(B, N // 2, d)
+        return torch.cat([a, a.flip(1)], 1)
+
+    errors = {}
+    for conditional in (True, False):
+        torch.manual_seed(0)
+        model = build(micro_cfg("recipe.timesteps=uniform"), tok)
+        opt = torch.optim.AdamW(model.denoiser.parameters(), lr=3e-3)
+        given = torch.zeros(B, N, dtype=torch.bool)
+        given[: B // 2, : N // 2] = True
+        for _ in range(500):
+            z0 = mirrored()
+            loss, _ = model.diffusion_loss(z0, 1.0, (z0, given) if conditional else None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            z0 = mirrored()
+            g = torch.zeros(B, N, dtype=torch.bool)
+            g[:, : N // 2] = True
+            t = model.schedule.t_at_alpha([0.3]).expand(B).float()
+            z_t = model.schedule.noise(z0, t)
+            for name, den in (("free", model.denoiser), ("clamped", ClampedDenoiser(model.denoiser, z0, g))):
+                errors[conditional, name] = ((den(z_t, t, den(z_t, t)) - z0)[:, N // 2:] ** 2).mean().item()
+    assert errors[True, "clamped"] < 0.2 * errors[True, "free"]
+    assert errors[True, "clamped"] < 0.2 * errors[False, "clamped"]
+    assert errors[False, "clamped"] > 0.7 * errors[False, "free"]
+
+
 # ---------------------------------------------------------------- API and CLI end to end
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -284,7 +323,8 @@ def test_cli_bad_conditional_input(runs, tmp_path, capsys, argv, fragment):
     out = tmp_path / "s.jsonl"
     out.write_text("keep me\n")
     capsys.readouterr()
-    rc = main(["sample", "--ckpt", str(ckpt), "--steps", "2", "--out", str(out), *argv])
+    steps = [] if ckpt == runs["ar"] else ["--steps", "2"]
+    rc = main(["sample", "--ckpt", str(ckpt), *steps, "--out", str(out), *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and fragment in err and len(err.splitlines()) == 1, err
     assert out.read_text() == "keep me\n"  # nothing written
@@ -371,3 +411,20 @@ def test_conditional_bench_script(runs, random_lm, tmp_path):
     assert "ar" not in res["examples"][-1]["written"] and res["examples"][-1]["written"]["mdlm"].endswith("and so farewell.")
     md = (tmp_path / "conditional.md").read_text()
     assert "## Infilling (middle third hidden)" in md and "| ar |" in md and (tmp_path / "conditional.json").is_file()
+
+
+def test_conditional_bench_protocol_check(random_lm, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import conditional
+
+    res = conditional.main(["--protocol-check", "--num", "6", "--threads", "1", "--eval-lm", random_lm,
+                            "--out", str(tmp_path)])
+    for mode in ("prefix", "infill"):
+        rows = res["rows"][mode]
+        assert set(rows) == {"ignores its prompt", "data"} and rows["data"]["num"] == 6
+        # the same middles, so the same tokens: only the context differs
+        assert rows["data"]["tokens_scored"] == rows["ignores its prompt"]["tokens_scored"]
+    assert res["rows"]["infill"]["data"]["swap_right"] is not None
+    assert "## infill" in (tmp_path / "conditional-protocol.md").read_text()

@@ -296,6 +296,10 @@ def conditions_from_args(args, model) -> tuple[list[Condition] | None, dict]:
         if given["source"] == "valid":
             from .evaluation import validation_passages
 
+            if model.cfg.data.format != "passages":
+                raise UserError(f"--from valid needs the run's passages (data.format=passages; this run: "
+                                f"{model.cfg.data.format}); pass --from FILE with held-out documents (.txt or .jsonl)")
+
             passages, where = validation_passages(model.cfg), f"validation split of {model.cfg.data.corpus}"
         else:
             passages, where = read_corpus_file(given["source"], model.cfg.data.max_line_chars), given["source"]
