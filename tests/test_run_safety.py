@@ -516,6 +516,8 @@ def test_yaml_keys_are_checked_too_and_shared_keys_pass(tmp_path):
     cfg = load_config(str(ROOT / "configs" / "micro-mdlm.yaml"), ["model.heads=4", "train.lr=1e-4",
                                                                   "sample.top_p=0.9", "sample.cache=false"])
     assert cfg.model.heads == 4 and cfg.sample.cache is False
+    for algo in ("ar", "mdlm", "tencdm"):  # the output vocabulary is every model's choice
+        assert load_config(str(ROOT / "configs" / f"micro-{algo}.yaml"), ["model.readout_vocab=full"])
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         load_config(str(path))  # every shipped config passes
     d = Config().to_dict()

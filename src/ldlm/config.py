@@ -210,6 +210,12 @@ def algos_of(key: str) -> tuple[str, ...] | None:
     return ONLY_FOR.get(key, ONLY_FOR.get(key.split(".")[0]))
 
 
+def keys_for(algo: str, section: str) -> tuple[str, ...]:
+    """The keys of `section` that `algo` reads, in declaration order (e.g. the sampling flags it accepts)."""
+    fields = dataclasses.fields(_section_types(Config())[section])
+    return tuple(f.name for f in fields if algo in (algos_of(f"{section}.{f.name}") or (algo,)))
+
+
 def check_keys_apply(cfg: Config, keys) -> None:
     """Raise a UserError for the first explicitly set key that `cfg.algo` does not read."""
     for key in keys:

@@ -63,7 +63,6 @@ class Baseline(Algorithm):
 
 class AR(Baseline):
     name = "ar"
-    sample_keys = ("temperature", "top_p") + Algorithm.sample_keys
     suffix_ok = False
 
     def __init__(self, cfg: Config, tokenizer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import Config, SampleConfig
+from ..config import Config, SampleConfig, keys_for
 from ..data import Corpus
 
 
@@ -16,9 +16,14 @@ class Algorithm(nn.Module):
     """
 
     name = "base"
-    # the SampleConfig keys this algorithm's sampler reads; any other sampling flag is an error
-    sample_keys: tuple[str, ...] = ("num", "batch_size", "seed", "bf16")
+    # the SampleConfig keys this algorithm's sampler reads (from config.ONLY_FOR, set per subclass by its
+    # `name`); any other sampling flag is an error
+    sample_keys: tuple[str, ...] = keys_for(name, "sample")
     suffix_ok = True  # can condition on a suffix (not AR, which writes left to right)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.sample_keys = keys_for(cls.name, "sample")
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__()

@@ -61,7 +61,6 @@ def collapse_stats(z: torch.Tensor) -> dict:
 
 class LDLM(Algorithm):
     name = "ldlm"
-    sample_keys = ("steps", "grid", "solver", "noise_scale", "decode_temperature", "guidance") + Algorithm.sample_keys
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)

@@ -23,12 +23,10 @@ import torch.nn.functional as F
 
 from ..config import Config, SampleConfig
 from .ar import Baseline, baseline_net, sample_tokens
-from .base import Algorithm
 
 
 class MDLM(Baseline):
     name = "mdlm"
-    sample_keys = ("steps", "temperature", "top_p", "cache") + Algorithm.sample_keys
 
     def __init__(self, cfg: Config, tokenizer):
         super().__init__(cfg, tokenizer)
