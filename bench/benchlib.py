@@ -188,8 +188,12 @@ def _flat(d: dict, prefix=()) -> dict:
 
 
 def config_diff(a: dict, b: dict) -> list[str]:
-    """Config keys (section.key) whose values differ, except IGNORED_KEYS."""
-    fa, fb = _flat(a), _flat(b)
+    """Config keys (section.key) whose values differ, except IGNORED_KEYS. A key one side lacks takes its
+    default (a run saved before the key existed is read with the default, so it is the same run)."""
+    from ldlm.config import Config
+
+    defaults = _flat(Config().to_dict())
+    fa, fb = {**defaults, **_flat(a)}, {**defaults, **_flat(b)}
     return [".".join(k) for k in sorted(set(fa) | set(fb)) if k[:2] not in IGNORED_KEYS and fa.get(k) != fb.get(k)]
 
 
