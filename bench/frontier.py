@@ -1,11 +1,12 @@
 """Quality-diversity frontiers of LDLM, MDLM and AR in one plot, and the speed ratios at matched quality.
 
-    .venv/bin/python bench/frontier.py --ldlm runs/tiny --mdlm runs/tiny-mdlm --ar runs/tiny-ar
+    .venv/bin/python bench/frontier.py --ldlm runs/tiny --mdlm runs/tiny-mdlm --ar runs/tiny-ar --tencdm runs/tiny-tencdm
     .venv/bin/python bench/frontier.py --quick          # smoke test: trains three micro runs first
     .venv/bin/python bench/frontier.py --replot         # re-render frontier.png and .md from frontier.json
 
 Each model is swept over its own full knob set, as a grid (cartesian product): LDLM steps x noise
-scale x decode temperature; MDLM steps x temperature x top-p; AR temperature x top-p. The default
+scale x decode temperature (TEncDM, on LDLM's sampler, the same); MDLM steps x temperature x top-p; AR
+temperature x top-p. The default
 grids give each model 24 points (AR, with no steps knob, gets more values of each of its two), so
 no model's frontier is drawn from a narrower search. Every point is scored with the same evaluator
 and references (`ldlm eval`'s protocol: gen-PPL, entropy, MAUVE, distinct-n), plus the data row.
@@ -26,7 +27,8 @@ The converse match is always reported too ("at_mdlm_best"): MDLM's best point, c
 cheapest matching point within --ppl-tol of its gen-PPL (its quality is often flat in steps), and the
 fastest LDLM point that matches it, both retimed the same way. With an AR run, the same two matches
 against AR are reported ("vs_ar": AR's cheapest point matching LDLM's best, and LDLM's fastest point
-matching AR's best), so the table says where LDLM stands against the strongest baseline too.
+matching AR's best), so the table says where LDLM stands against the strongest baseline too; with a
+TEncDM run (the continuous-diffusion baseline), the same pair against it ("vs_tencdm").
 
 Writes bench/results/frontier.json, frontier.md (the table and the matches), frontier.csv and frontier.png
 (samples under frontier-samples/).
@@ -53,12 +55,18 @@ import benchlib as B  # noqa: E402
 KNOBS = {"ldlm": [("steps", "ldlm_steps", int), ("noise_scale", "ldlm_noise", float),
                   ("decode_temperature", "ldlm_decode_temps", float)],
          "mdlm": [("steps", "mdlm_steps", int), ("temperature", "mdlm_temps", float), ("top_p", "mdlm_top_p", float)],
-         "ar": [("temperature", "ar_temps", float), ("top_p", "ar_top_p", float)]}
+         "ar": [("temperature", "ar_temps", float), ("top_p", "ar_top_p", float)],
+         # TEncDM samples with LDLM's sampler, so it gets LDLM's knobs (its own lists, LDLM's defaults)
+         "tencdm": [("steps", "tencdm_steps", int), ("noise_scale", "tencdm_noise", float),
+                    ("decode_temperature", "tencdm_decode_temps", float)]}
+BASELINES = ("ar", "tencdm")  # compared with LDLM point against point (no steps-crossing interpolation)
 FULL = {"ldlm_steps": "10,25,50,100", "ldlm_noise": "0.8,0.9,1.0", "ldlm_decode_temps": "0,0.7",
+        "tencdm_steps": "10,25,50,100", "tencdm_noise": "0.8,0.9,1.0", "tencdm_decode_temps": "0,0.7",
         "mdlm_steps": "16,64,256,1024", "mdlm_temps": "0.8,0.9,1.0", "mdlm_top_p": "0.9,1.0",
         "ar_temps": "0.6,0.7,0.8,0.9,1.0,1.1", "ar_top_p": "0.8,0.9,0.95,1.0", "num": 256,
         "timing_repeats": 5, "timing_num": 64}
 QUICK = {"ldlm_steps": "5,10", "ldlm_noise": "1.0", "ldlm_decode_temps": "0,1.0", "mdlm_steps": "4,16",
+         "tencdm_steps": "5,10", "tencdm_noise": "1.0", "tencdm_decode_temps": "0,1.0",
          "mdlm_temps": "1.0", "mdlm_top_p": "0.9,1.0", "ar_temps": "0.8,1.0", "ar_top_p": "0.9,1.0", "num": 32,
          "timing_repeats": 2, "timing_num": 8}
 KEYS = ["steps", "noise_scale", "decode_temperature", "temperature", "top_p"]
@@ -70,6 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--ldlm", help="trained LDLM run folder (e.g. runs/tiny)")
     p.add_argument("--mdlm", help="trained MDLM run folder (e.g. runs/tiny-mdlm)")
     p.add_argument("--ar", help="trained AR run folder (e.g. runs/tiny-ar)")
+    p.add_argument("--tencdm", help="trained TEncDM run folder (e.g. runs/tiny-tencdm): the continuous-diffusion baseline")
     p.add_argument("--quick", action="store_true", help="tiny grids and sample counts; trains micro runs if none given")
     for k in FULL:
         p.add_argument("--" + k.replace("_", "-"), type=type(FULL[k]), help=f"default {FULL[k]!r} (--quick {QUICK[k]!r})")
@@ -115,13 +124,13 @@ def label(setting: dict) -> str:
 
 
 def quick_runs(out: Path, threads: int) -> dict:
-    """Three micro runs (seconds each), reused when already complete."""
+    """Four micro runs (seconds each), reused when already complete."""
     from ldlm import checkpoint as ck
     from ldlm.config import load_config
     from ldlm.trainer import Trainer
 
     runs = {}
-    for algo, cfg_name in (("ldlm", "micro"), ("mdlm", "micro-mdlm"), ("ar", "micro-ar")):
+    for algo, cfg_name in (("ldlm", "micro"), ("mdlm", "micro-mdlm"), ("ar", "micro-ar"), ("tencdm", "micro-tencdm")):
         d = out / "quick-runs" / algo
         if not (d.exists() and ck.latest_name(d)):
             cfg = load_config(str(B.ROOT / "configs" / f"{cfg_name}.yaml"), [f"train.threads={threads}"])
@@ -334,10 +343,12 @@ def retime(h: dict, models: dict, a) -> None:
         conv = h.get("at_mdlm_best", {})
         if conv.get("status") == "ok":
             conv["timing"] = time_pair(models, settings_of(conv["ldlm"]), settings_of(conv["mdlm"]), a)
-    if "ar" in models:
-        for m in h.get("vs_ar", {}).values():
+    for other in BASELINES:
+        if other not in models:
+            continue
+        for m in h.get(f"vs_{other}", {}).values():
             if m.get("status") == "ok":
-                m["timing"] = time_pair(models, settings_of(m["ldlm"]), settings_of(m["ar"]), a, "ar")
+                m["timing"] = time_pair(models, settings_of(m["ldlm"]), settings_of(m[other]), a, other)
 
 
 # ---------------------------------------------------------------- outputs
@@ -378,12 +389,14 @@ def converse_message(c: dict, other: str = "mdlm") -> str:
             f"{c['ldlm']['entropy']:.2f}) is " + ratio_text(c, "faster"))
 
 
-def ar_message(c: dict) -> str:
+def baseline_message(c: dict, other: str = "ar") -> str:
+    """A baseline's cheapest point at LDLM's best quality, in words."""
+    name = other.upper()
     if c.get("status") != "ok":
-        return f"AR at LDLM's best quality: {c.get('message') or c.get('status')}"
-    return (f"AR at LDLM's best quality (LDLM {c['ldlm']['label']}, gen-PPL {c['ldlm']['gen_ppl']:.1f}, entropy "
-            f"{c['ldlm']['entropy']:.2f}): AR {c['ar']['label']} (gen-PPL {c['ar']['gen_ppl']:.1f}, entropy "
-            f"{c['ar']['entropy']:.2f}) takes " + ratio_text(c, "LDLM's time"))
+        return f"{name} at LDLM's best quality: {c.get('message') or c.get('status')}"
+    return (f"{name} at LDLM's best quality (LDLM {c['ldlm']['label']}, gen-PPL {c['ldlm']['gen_ppl']:.1f}, entropy "
+            f"{c['ldlm']['entropy']:.2f}): {name} {c[other]['label']} (gen-PPL {c[other]['gen_ppl']:.1f}, entropy "
+            f"{c[other]['entropy']:.2f}) takes " + ratio_text(c, "LDLM's time"))
 
 
 def _cell(v, fmt: str) -> str:
@@ -415,9 +428,10 @@ def markdown(res: dict, header: bool = True) -> str:
         lines.append(f"- at LDLM's best: {h.get('message') or h.get('status')}")
     if h.get("at_mdlm_best"):
         lines.append(f"- {converse_message(h['at_mdlm_best'])}")
-    if h.get("vs_ar"):
-        lines.append(f"- {ar_message(h['vs_ar']['at_ldlm_best'])}")
-        lines.append(f"- {converse_message(h['vs_ar']['at_ar_best'], 'ar')}")
+    for other in BASELINES:
+        if h.get(f"vs_{other}"):
+            lines.append(f"- {baseline_message(h[f'vs_{other}']['at_ldlm_best'], other)}")
+            lines.append(f"- {converse_message(h[f'vs_{other}'][f'at_{other}_best'], other)}")
     return "\n".join(lines) + "\n"
 
 
@@ -428,9 +442,9 @@ def plot(path: Path, rows: list[dict], data: dict | None, h: dict, title: str) -
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 6))
-    colors = {"ldlm": "tab:blue", "mdlm": "tab:orange", "ar": "tab:green"}
+    colors = {"ldlm": "tab:blue", "mdlm": "tab:orange", "ar": "tab:green", "tencdm": "tab:purple"}
     pts = [r for r in rows if r.get("gen_ppl") is not None]
-    for algo in ("ldlm", "mdlm", "ar"):
+    for algo in colors:
         along = "temperature" if algo == "ar" else "steps"
         curves = _curves([r for r in pts if r["algo"] == algo], along)
         for gi, (knobs, line) in enumerate(curves.items()):
@@ -487,7 +501,7 @@ def main(argv=None) -> dict:
         (out / "frontier.md").write_text(markdown(res), encoding="utf-8")
         return res
     out.mkdir(parents=True, exist_ok=True)
-    runs = {"ldlm": a.ldlm, "mdlm": a.mdlm, "ar": a.ar}
+    runs = {"ldlm": a.ldlm, "mdlm": a.mdlm, "ar": a.ar, "tencdm": a.tencdm}
     if a.quick and not any(runs.values()):
         runs = quick_runs(out, a.threads)
     runs = {k: v for k, v in runs.items() if v}
@@ -550,12 +564,13 @@ def main(argv=None) -> dict:
         gc.collect()
     h = headline(res["rows"], res["data"], a.entropy_tol, a.ldlm_best)
     h["at_mdlm_best"] = at_mdlm_best(res["rows"], res["data"], a.entropy_tol, a.ppl_tol)
-    if "ar" in runs:
-        h["vs_ar"] = {"at_ldlm_best": at_ldlm_best_discrete(res["rows"], res["data"], a.entropy_tol, "ar"),
-                      "at_ar_best": at_best(res["rows"], res["data"], a.entropy_tol, a.ppl_tol, "ar")}
     timed = {"mdlm"} if "ok" in (h.get("status"), h["at_mdlm_best"].get("status")) else set()
-    if any(m.get("status") == "ok" for m in h.get("vs_ar", {}).values()):
-        timed.add("ar")
+    for other in BASELINES:
+        if other in runs:
+            h[f"vs_{other}"] = {"at_ldlm_best": at_ldlm_best_discrete(res["rows"], res["data"], a.entropy_tol, other),
+                                f"at_{other}_best": at_best(res["rows"], res["data"], a.entropy_tol, a.ppl_tol, other)}
+            if any(m.get("status") == "ok" for m in h[f"vs_{other}"].values()):
+                timed.add(other)
     timed &= set(runs)
     if timed:
         models = {k: load_model(runs[k], device=device) for k in ("ldlm", *sorted(timed))}
@@ -575,9 +590,10 @@ def main(argv=None) -> dict:
         msg = f"headline: {h.get('message') or h.get('status')}"
     B.log(msg)
     B.log(converse_message(h["at_mdlm_best"]))
-    if "vs_ar" in h:
-        B.log(ar_message(h["vs_ar"]["at_ldlm_best"]))
-        B.log(converse_message(h["vs_ar"]["at_ar_best"], "ar"))
+    for other in BASELINES:
+        if f"vs_{other}" in h:
+            B.log(baseline_message(h[f"vs_{other}"]["at_ldlm_best"], other))
+            B.log(converse_message(h[f"vs_{other}"][f"at_{other}_best"], other))
     B.log(f"written: {jpath}, frontier.csv, frontier.png ({res['wall_s']:.0f} s)")
     return res
 

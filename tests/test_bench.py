@@ -84,7 +84,7 @@ def test_summary_and_grids():
 def test_default_frontier_grids_sweep_every_knob_of_every_model_equally_broadly():
     a = frontier.parse_args([])
     knobs = {"ldlm": {"steps", "noise_scale", "decode_temperature"}, "mdlm": {"steps", "temperature", "top_p"},
-             "ar": {"temperature", "top_p"}}
+             "ar": {"temperature", "top_p"}, "tencdm": {"steps", "noise_scale", "decode_temperature"}}
     sizes = {}
     for algo, want in knobs.items():
         g = frontier.grid(algo, a)
@@ -200,13 +200,14 @@ def _check_converse(c, rows, data_h, tol, other):
 
 
 def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
-    """Three micro runs, each model's full knob set on small grids, a random evaluator: every point
-    scored, every match decided as the rule says, outputs written and reused."""
+    """Four micro runs (LDLM, MDLM, AR, TEncDM), each model's full knob set on small grids, a random
+    evaluator: every point scored, every match decided as the rule says, outputs written and reused."""
     res = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])
     labels = {(r["algo"], r["label"]) for r in res["rows"]}
     assert labels == {("ldlm", f"S{s} ns1.0 dT{t}") for s in (5, 10) for t in (0.0, 1.0)} | \
         {("mdlm", f"S{s} T1.0 p{p}") for s in (4, 16) for p in (0.9, 1.0)} | \
-        {("ar", f"T{t} p{p}") for t in (0.8, 1.0) for p in (0.9, 1.0)}
+        {("ar", f"T{t} p{p}") for t in (0.8, 1.0) for p in (0.9, 1.0)} | \
+        {("tencdm", f"S{s} ns1.0 dT{t}") for s in (5, 10) for t in (0.0, 1.0)}
     assert all(r["gen_ppl"] > 1 and r["sec_per_sample"] > 0 for r in res["rows"])
     rows, data_h, tol = res["rows"], res["data"]["entropy"], 0.3
     h = res["headline"]
@@ -216,11 +217,12 @@ def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
     for c in h["mdlm_crossings"]:
         assert c["entropy_ok"] == (c["entropy"] >= h["entropy_floor"])
     _check_converse(h["at_mdlm_best"], rows, data_h, tol, "mdlm")
-    _check_converse(h["vs_ar"]["at_ar_best"], rows, data_h, tol, "ar")
-    to_ar = h["vs_ar"]["at_ldlm_best"]
-    ar_ok = [r for r in rows if r["algo"] == "ar" and frontier.matches(r, best, data_h, tol)]
-    assert to_ar["status"] == ("ok" if ar_ok else "ar_never_reaches")
-    for m in (h, h["at_mdlm_best"], *h["vs_ar"].values()):  # every match found was retimed, interleaved
+    for other in ("ar", "tencdm"):
+        _check_converse(h[f"vs_{other}"][f"at_{other}_best"], rows, data_h, tol, other)
+        to_other = h[f"vs_{other}"]["at_ldlm_best"]
+        ok = [r for r in rows if r["algo"] == other and frontier.matches(r, best, data_h, tol)]
+        assert to_other["status"] == ("ok" if ok else f"{other}_never_reaches")
+    for m in (h, h["at_mdlm_best"], *h["vs_ar"].values(), *h["vs_tencdm"].values()):  # every match found was retimed
         assert ("timing" in m) == (m["status"] == "ok")
         if m["status"] == "ok":
             assert m["timing"]["ratio"]["n"] == 2
