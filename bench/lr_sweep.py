@@ -147,11 +147,13 @@ def summary(res: dict) -> str:
     lrs = res["settings"]["lrs"]
     lines = ["| config | metric | " + " | ".join(f"lr {x:g}" for x in lrs) + " | best lr | at edge of range |",
              "|" + "---|" * (len(lrs) + 4)]
+    ran = {(r["config_name"], r["lr"]) for r in res["runs"]}
     for name, b in res["best"].items():
         cells = []
         for x in lrs:
             t = b["by_lr"].get(str(x))
-            cell = "failed" if t is None else (f"{t['mean']:.4f}" + (f" ({t['min']:.4f}–{t['max']:.4f})" if t["n"] > 1
+            missing = "failed" if (name, x) in ran else "not run yet"  # an interrupted sweep is not a failure
+            cell = missing if t is None else (f"{t['mean']:.4f}" + (f" ({t['min']:.4f}–{t['max']:.4f})" if t["n"] > 1
                                                                        else ""))
             cells.append(f"**{cell}**" if t is not None and x == b.get("lr") else cell)
         best = f"{b['lr']:g}" if "lr" in b else "none"
