@@ -22,8 +22,10 @@ its last validation pass (EMA weights, the held-out batches every run of that co
   beside it, so a reader can check the pick.
 
 A configuration's score is the mean over seeds; the best learning rate has the lowest. A run that
-stops on non-finite losses counts as failed (never best). When the best is at an end of the swept
-range the table says so: the optimum may lie outside it. Resumable: finished runs (a checkpoint at
+stops on non-finite losses counts as failed (never best). When a config's best is at an end of the
+swept range, the sweep adds the next rate beyond that end (x2 or /2; `--widen K` times at most, default
+once), the same rule for every config; if the best is still at the end, the table says so: the optimum
+may lie outside it. Resumable: finished runs (a checkpoint at
 the last step) are read, not retrained; interrupted ones resume. Writes the JSON (machine, command,
 every run) and a Markdown table beside it.
 """
@@ -54,6 +56,9 @@ def parse_args(argv=None):
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"comma list of configs (default {DEFAULT_CONFIGS})")
     p.add_argument("--lrs", default="5e-4,1e-3,2e-3", help="comma list of peak learning rates (default 5e-4,1e-3,2e-3)")
     p.add_argument("--seeds", default="0", help="comma list of training seeds; the score is their mean (default 0)")
+    p.add_argument("--widen", type=int, default=1, metavar="K",
+                   help="when a config's best rate is at an end of the range, add the next rate beyond it (x2 or /2), "
+                        "up to K extra rates per config (default 1; 0 = off)")
     p.add_argument("--steps", type=int, help="training steps of every run (default: each config's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--threads", type=int, default=2)
@@ -107,6 +112,15 @@ def pick_best(runs: list[dict]) -> dict:
     return best
 
 
+def next_rate(entry: dict) -> float | None:
+    """The rate one step beyond the end of the range where a config's best lies (x2 above, /2 below);
+    None when the best is inside the range (or there is none)."""
+    if not entry.get("at_edge"):
+        return None
+    swept = sorted(float(k) for k in entry["by_lr"])
+    return entry["lr"] * 2 if entry["lr"] == swept[-1] else entry["lr"] / 2
+
+
 def run_one(cfg_path: str, lr: float, seed: int, a, device: str) -> dict:
     from ldlm.config import load_config
     from ldlm.errors import UserError
@@ -144,7 +158,7 @@ def _f(v, fmt="{:.4f}"):
 
 def summary(res: dict) -> str:
     """The best learning rate of each config, with its score (mean over seeds) at every rate swept."""
-    lrs = res["settings"]["lrs"]
+    lrs = sorted({*res["settings"]["lrs"], *(r["lr"] for r in res["runs"])})  # with the rates added by --widen
     lines = ["| config | metric | " + " | ".join(f"lr {x:g}" for x in lrs) + " | best lr | at edge of range |",
              "|" + "---|" * (len(lrs) + 4)]
     ran = {(r["config_name"], r["lr"]) for r in res["runs"]}
@@ -152,12 +166,13 @@ def summary(res: dict) -> str:
         cells = []
         for x in lrs:
             t = b["by_lr"].get(str(x))
-            missing = "failed" if (name, x) in ran else "not run yet"  # an interrupted sweep is not a failure
+            # an interrupted sweep is not a failure; a rate added by --widen for another config is not swept here
+            missing = "failed" if (name, x) in ran else ("not run yet" if x in res["settings"]["lrs"] else "—")
             cell = missing if t is None else (f"{t['mean']:.4f}" + (f" ({t['min']:.4f}–{t['max']:.4f})" if t["n"] > 1
                                                                        else ""))
             cells.append(f"**{cell}**" if t is not None and x == b.get("lr") else cell)
         best = f"{b['lr']:g}" if "lr" in b else "none"
-        edge = "" if "lr" not in b else ("yes: widen the range" if b["at_edge"] else "no")
+        edge = "" if "lr" not in b else ("yes: the optimum may lie beyond" if b["at_edge"] else "no")
         lines.append(f"| {name} | `{b['metric']}` | " + " | ".join(cells) + f" | {best} | {edge} |")
     return "\n".join(lines) + "\n"
 
@@ -219,14 +234,25 @@ def main(argv=None) -> dict:
     if argv is not None:  # called from Python: record the equivalent command line, not the caller's
         res["machine"]["command"] = " ".join(["bench/lr_sweep.py", *argv])
     t0 = time.time()
+
+    def run_rate(cfg_path, lr):
+        for seed in seeds:
+            row = run_one(cfg_path, lr, seed, a, device)
+            res["runs"].append(row)
+            B.log(f"[{row['config_name']} lr {lr:g} seed {seed}] {row['status']}, score {_f(row['score'])}")
+            res["best"] = pick_best(res["runs"])
+            write(res, out)  # after every run: an interrupted sweep keeps what it finished
+
     for cfg_path in configs:
         for lr in lrs:
-            for seed in seeds:
-                row = run_one(cfg_path, lr, seed, a, device)
-                res["runs"].append(row)
-                B.log(f"[{row['config_name']} lr {lr:g} seed {seed}] {row['status']}, score {_f(row['score'])}")
-                res["best"] = pick_best(res["runs"])
-                write(res, out)  # after every run: an interrupted sweep keeps what it finished
+            run_rate(cfg_path, lr)
+    for cfg_path in configs:  # the same widening rule for every config: only where the optimum is not bracketed
+        for _ in range(a.widen):
+            lr = next_rate(res["best"].get(Path(cfg_path).stem, {}))
+            if lr is None:
+                break
+            B.log(f"[{Path(cfg_path).stem}] best rate at the end of the range: adding lr {lr:g}")
+            run_rate(cfg_path, lr)
     res["wall_s"] = time.time() - t0
     write(res, out)
     for name, b in res["best"].items():

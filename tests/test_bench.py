@@ -277,6 +277,11 @@ def test_lr_sweep_picks_each_config_by_its_mean_score_over_seeds():
     assert best["tiny-ar"]["at_edge"] and "2e-3" not in {k for k in best["tiny-ar"]["by_lr"]}
     assert best["tiny"]["lr"] == 1e-3 and not best["tiny"]["at_edge"] and best["tiny"]["metric"] == "objective"
     assert "lr" not in lr_sweep.pick_best([_sweep_row("x", "mdlm", 1e-3, 0, None, "failed: nan")])["x"]
+    # --widen: a best at the low end adds the rate below it, at the high end the one above, inside none
+    assert lr_sweep.next_rate(best["tiny-ar"]) == pytest.approx(2.5e-4)
+    assert lr_sweep.next_rate(best["tiny"]) is None
+    top = lr_sweep.pick_best([_sweep_row("t", "tencdm", lr, 0, sc) for lr, sc in ((5e-4, 1.0), (1e-3, 0.9), (2e-3, 0.8))])
+    assert lr_sweep.next_rate(top["t"]) == pytest.approx(4e-3)
 
 
 def test_lr_sweep_scores_are_each_models_own_validation_loss():
@@ -300,7 +305,7 @@ def test_lr_sweep_end_to_end_on_micro_configs_and_resumes(root, tmp_path, monkey
     cfgs = ",".join(f"{root}/configs/{c}.yaml" for c in ("micro", "micro-ar", "micro-mdlm"))
     out = tmp_path / "lr-sweep.json"
     args = ["--configs", cfgs, "--lrs", "1e-3,4e-3", "--steps", "3", "--threads", "1", "--runs", str(tmp_path / "runs"),
-            "--out", str(out), "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+            "--out", str(out), "--set", f"data.cache_dir={tmp_path / 'cache'}", "--widen", "0"]
     res = lr_sweep.main(args)
     assert [(r["config_name"], r["lr"]) for r in res["runs"]] == [
         (c, lr) for c in ("micro", "micro-ar", "micro-mdlm") for lr in (1e-3, 4e-3)]
@@ -322,7 +327,7 @@ def test_lr_sweep_end_to_end_on_micro_configs_and_resumes(root, tmp_path, monkey
     table = out.with_suffix(".md").read_text()
     for name, metric in (("micro", "objective"), ("micro-ar", "nll"), ("micro-mdlm", "nelbo")):
         b = res["best"][name]
-        assert f"| {name} | `{metric}` | " in table and f"**{b['score']:.4f}** | {b['lr']:g} | yes: widen" in table
+        assert f"| {name} | `{metric}` | " in table and f"**{b['score']:.4f}** | {b['lr']:g} | yes: the optimum" in table
 
     def no_training(self):
         raise AssertionError("a finished run was trained again")
@@ -334,6 +339,12 @@ def test_lr_sweep_end_to_end_on_micro_configs_and_resumes(root, tmp_path, monkey
     out.with_suffix(".md").unlink()
     lr_sweep.main(["--report", str(out)])  # re-rendered from the JSON alone
     assert out.with_suffix(".md").read_text() == table
+    # --widen 1: every config's optimum was at an end, so each gets the next rate beyond it, nothing else
+    monkeypatch.undo()
+    wide = lr_sweep.main([*args[:-1], "1"])
+    added = [(r["config_name"], r["lr"]) for r in wide["runs"][len(res["runs"]):]]
+    assert added == [(n, res["best"][n]["lr"] * (2 if res["best"][n]["lr"] == 4e-3 else 0.5))
+                     for n in ("micro", "micro-ar", "micro-mdlm")]
 
 
 def test_readme_and_benchmarks_tables_equal_their_committed_results(root):
