@@ -80,6 +80,9 @@ def paper_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
         "tan-3": ("+ tan-3 schedule", old + ["model.schedule_d=3"]),
         "paper-seed2": (f"recipe=paper, seed {seed + 1}", ["recipe=paper", "sample.grid=logsnr", s2]),
         "old-defaults-seed2": (f"the old defaults, seed {seed + 1}", old + [s2]),
+        # conditional training (prompts/infilling) must not cost unconditional quality: the same run with a
+        # quarter of the sequences trained with a given prefix/suffix, sampled unconditionally
+        "cond-0.25": ("+ conditional training, recipe.cond_prob = 0.25", old + ["recipe.cond_prob=0.25"]),
     }
     for std in (0.5, 1, 2, 3):
         rows[f"dec-noise-{std:g}"] = (f"+ Gaussian decoder-input noise, std {std:g}",
