@@ -36,7 +36,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def count(cfg_path: str, overrides: list[str], vocab: bool) -> dict:
+def count(cfg_path: str, overrides: list[str], vocab: bool, cfg=None) -> dict:
+    """Parameter counts (and with `vocab` the output vocabulary) of a config file, or of `cfg` if given."""
     import torch
 
     from ldlm.config import load_config
@@ -44,7 +45,7 @@ def count(cfg_path: str, overrides: list[str], vocab: bool) -> dict:
     from ldlm.trainer import setup_model
     from ldlm.vocab import VocabSubset, corpus_specials
 
-    cfg = load_config(cfg_path, ["train.device=cpu", *overrides])
+    cfg = cfg or load_config(cfg_path, ["train.device=cpu", *overrides])
     model = setup_model(cfg, torch.device("cpu"))
     row = {"config": cfg_path, "algo": cfg.algo, "readout_vocab": cfg.model.readout_vocab,
            "tokenizer_vocab": model.vocab_size, **model.param_counts()}

@@ -90,6 +90,13 @@ def collect_run(name: str, run: Path) -> dict:
         if rec.get("event") == "start":
             start = rec
             break
+    if not start.get("params"):  # a run made before the start event carried them: count them from its config
+        import params
+        from ldlm import checkpoint as ck
+
+        counted = params.count(str(run / "config.json"), [], vocab=True, cfg=ck.load_config_of(run))
+        start = {**start, "params": {k: counted[k] for k in ("embedding", "non_embedding", "frozen", "trainable")},
+                 "output_vocab": counted.get("output_vocab")}
     train, valid = read_metrics(run)
     toks = [r["tok_s"] for r in train if "tok_s" in r]
     row = {"name": name, "run": str(run), "algo": cfg["algo"], "lr": cfg["train"]["lr"],
