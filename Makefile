@@ -20,7 +20,7 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 # (--resume: running it again continues or reuses runs/demo instead of refusing to overwrite it)
 demo: setup
 	$(BIN)/ldlm train --config configs/tiny.yaml --out runs/demo --resume
-	$(BIN)/ldlm sample --ckpt runs/demo --num 64 --steps 50 --out runs/demo/samples.jsonl --show 12
+	$(BIN)/ldlm sample --ckpt runs/demo --num 256 --steps 25 --out runs/demo/samples.jsonl --show 12
 	$(BIN)/ldlm eval runs/demo/samples.jsonl --out runs/demo/eval.json
 
 test: setup

@@ -173,8 +173,8 @@ def write_json(path: Path, obj) -> None:
 # ---------------------------------------------------------------- training runs
 # keys that may differ between a run and its resume without changing what is trained
 IGNORED_KEYS = {("train", "threads"), ("train", "device"), ("data", "cache_dir"), ("train", "keep_last"),
-                ("sample", "grid"),  # the grid only matters when sampling
                 ("train", "schedule_steps")}  # 0 = train.steps: runs made before the key existed are the same run
+IGNORED_SECTIONS = {"sample"}  # sampling settings do not change what a run trains
 
 
 def _flat(d: dict, prefix=()) -> dict:
@@ -188,13 +188,14 @@ def _flat(d: dict, prefix=()) -> dict:
 
 
 def config_diff(a: dict, b: dict) -> list[str]:
-    """Config keys (section.key) whose values differ, except IGNORED_KEYS. A key one side lacks takes its
+    """Config keys (section.key) whose values differ, except IGNORED_KEYS and IGNORED_SECTIONS. A key one side lacks takes its
     default (a run saved before the key existed is read with the default, so it is the same run)."""
     from ldlm.config import Config
 
     defaults = _flat(Config().to_dict())
     fa, fb = {**defaults, **_flat(a)}, {**defaults, **_flat(b)}
-    return [".".join(k) for k in sorted(set(fa) | set(fb)) if k[:2] not in IGNORED_KEYS and fa.get(k) != fb.get(k)]
+    return [".".join(k) for k in sorted(set(fa) | set(fb))
+            if k[:2] not in IGNORED_KEYS and k[0] not in IGNORED_SECTIONS and fa.get(k) != fb.get(k)]
 
 
 def train_run(cfg, run: Path, name: str, missing: str | None = None) -> Path:

@@ -161,6 +161,13 @@ def test_ablation_variants_are_valid_configs(root):
     assert cfgs["naive"].recipe.decoder_loss == "ce" and cfgs["naive"].recipe.timesteps == "uniform"
     assert ablation.config_diff(cfgs["full"].to_dict(), cfgs["full"].to_dict()) == []
     assert ablation.config_diff(cfgs["full"].to_dict(), cfgs["uniform-t"].to_dict()) == ["recipe.timesteps"]
+    # sampling settings do not change a trained run; a key a saved run lacks takes its default
+    older = cfgs["full"].to_dict()
+    older["sample"]["steps"] += 1
+    del older["recipe"]["cond_prob"]
+    assert ablation.config_diff(older, cfgs["full"].to_dict()) == []
+    older["recipe"]["cond_prob"] = 0.5
+    assert ablation.config_diff(older, cfgs["full"].to_dict()) == ["recipe.cond_prob"]
 
 
 def test_speed_script_on_micro_models_writes_json_table_and_plot(root, tmp_path):
