@@ -18,7 +18,7 @@ import torch
 
 from ldlm import checkpoint as ck
 from ldlm.cli import main
-from ldlm.config import ONLY_FOR, Config, load_config
+from ldlm.config import _CHOICES, ONLY_FOR, Config, load_config
 from ldlm.errors import UserError
 from test_resume import losses as step_logs  # the training lines of metrics.jsonl by step, minus timings
 
@@ -629,3 +629,42 @@ def test_yaml_keys_are_checked_too_and_shared_keys_pass(tmp_path):
     for key in ONLY_FOR:  # the table names real keys
         section, _, leaf = key.partition(".")
         assert section in d and (not leaf or leaf in d[section]), key
+
+
+def test_choices_are_the_factories_registries(monkeypatch):
+    from ldlm import config as C
+    from ldlm.algorithms import ALGORITHMS
+    from ldlm.data import FORMATS
+    from ldlm.recipe import WARMUPS
+    from ldlm.sampling import GRIDS, SOLVERS
+    from ldlm.schedules import SCHEDULES
+    from ldlm.serve import CHOICES
+    from ldlm.timesteps import TIMESTEPS
+    from ldlm.tracker import TRACKERS
+
+    registries = {"algo": ALGORITHMS, "data.format": FORMATS, "model.schedule": SCHEDULES, "recipe.warmup": WARMUPS,
+                  "recipe.timesteps": TIMESTEPS, "sample.grid": GRIDS, "sample.solver": SOLVERS,
+                  "train.tracker": TRACKERS}
+    for key, registry in registries.items():
+        assert C.choices(key) == tuple(registry), key
+    assert CHOICES == {"solver": tuple(SOLVERS), "grid": tuple(GRIDS)}  # the web page's menus too
+    # a schedule added to the registry is a valid config value at once; a bad value lists the registry's names
+    with pytest.raises(UserError, match=r"^config key 'model.schedule' is 'linear'; use one of 'tan', 'cosine'$"):
+        load_config(MICRO, ["model.schedule=linear"])
+    monkeypatch.setitem(SCHEDULES, "linear", lambda d: None)
+    assert load_config(MICRO, ["model.schedule=linear"]).model.schedule == "linear"
+
+
+@pytest.mark.parametrize("key", sorted(_CHOICES))
+def test_every_choice_key_refuses_a_bad_value_listing_its_choices(key):
+    from ldlm.config import choices
+
+    algo = "mdlm" if key == "data.tokenizer" else "ldlm"  # a key of another algorithm is refused for that first
+    with pytest.raises(UserError) as e:
+        load_config(None, [f"algo={algo}", f"{key}=no-such-value"])
+    assert str(e.value) == f"config key '{key}' is 'no-such-value'; use one of {', '.join(map(repr, choices(key)))}"
+    for value in choices(key):
+        got = load_config(None, [f"algo={algo}", f"{key}={value}"]).to_dict()
+        for part in key.split("."):
+            got = got[part]
+        assert got == value

@@ -215,6 +215,21 @@ def build_corpus(data_cfg, tokenizer, tokenizer_name: str) -> Corpus:
                   h.hexdigest()[:16])
 
 
+def _hub_corpus(data_cfg, tokenizer, tokenizer_name: str) -> Corpus:
+    from .hubdata import build_hub_corpus  # hubdata builds on this module
+
+    return build_hub_corpus(data_cfg, tokenizer)
+
+
+# data.format -> its corpus builder (owt, lm1b: paper-scale corpora through `datasets`, see hubdata.py)
+FORMATS = {"passages": build_corpus, "owt": _hub_corpus, "lm1b": _hub_corpus}
+
+
+def load_corpus(data_cfg, tokenizer, tokenizer_name: str) -> Corpus:
+    """The tokenised train/validation corpus that `data_cfg` describes, in its data.format."""
+    return FORMATS[data_cfg.format](data_cfg, tokenizer, tokenizer_name)
+
+
 # ---------------------------------------------------------------- is the corpus big enough to train on?
 WARN_GLOBAL_BATCHES = 10  # fewer training rows than this many global batches: warn (each row returns every few steps)
 

@@ -37,7 +37,7 @@ from . import plots
 from .algorithms import Algorithm, build
 from .blocks import format_param_counts
 from .config import Config, schedule_horizon
-from .data import BatchIterator, build_corpus, check_corpus_size
+from .data import BatchIterator, check_corpus_size, load_corpus
 from .ema import EMA
 from .errors import UserError
 from .frozen_lm import load_tokenizer
@@ -145,7 +145,7 @@ class Trainer:
         # rank 0 first: it builds (and caches) tokenised data and features; the others then read the caches
         if not self.dist.main:
             du.barrier(self.dist)
-        self.corpus = self._build_corpus()
+        self.corpus = load_corpus(cfg.data, self.model.tokenizer, cfg.model.lm)
         # before the feature cache and any step: a corpus too small to train on is refused, one near it is noted
         self.corpus_warning = check_corpus_size(cfg.data, tc, len(self.corpus.train), len(self.corpus.valid),
                                                 self.dist.world_size)
@@ -171,13 +171,6 @@ class Trainer:
         self.tracker: Tracker | None = None
         self._signal: int | None = None
         self.bad_in_a_row = 0
-
-    def _build_corpus(self):
-        if self.cfg.data.format != "passages":
-            from .hubdata import build_hub_corpus
-
-            return build_hub_corpus(self.cfg.data, self.model.tokenizer)
-        return build_corpus(self.cfg.data, self.model.tokenizer, self.cfg.model.lm)
 
     def _lock(self) -> RunLock:
         """One writer per run folder; a lock left by a killed trainer is taken over."""
