@@ -146,11 +146,10 @@ class Trainer:
         if not self.dist.main:
             du.barrier(self.dist)
         self.corpus = load_corpus(cfg.data, self.model.tokenizer, cfg.model.lm)
-        # before the feature cache and any step: a corpus too small to train on is refused, one near it is noted
+        # before the feature cache and any step: a corpus too small to train on is refused; one near it is
+        # warned about when training starts (a run that fails to start says one thing: why)
         self.corpus_warning = check_corpus_size(cfg.data, tc, len(self.corpus.train), len(self.corpus.valid),
                                                 self.dist.world_size)
-        if self.corpus_warning and self.dist.main:
-            self._warn(self.corpus_warning)
         self.model.prepare(self.corpus, self.device)
         if self.dist.main:
             du.barrier(self.dist)
@@ -408,6 +407,8 @@ class Trainer:
                   "train_passages": len(self.corpus.train), "valid_passages": len(self.corpus.valid),
                   **({"corpus_warning": self.corpus_warning} if self.corpus_warning else {}),
                   "time": time.time(), **({"command": self.command} if self.command else {})})
+        if main and self.corpus_warning:
+            self._warn(self.corpus_warning)
         if not self.quiet:
             print(f"{cfg.algo}: {format_param_counts(counts)}; output vocabulary {self.model.output_vocab_size():,} "
                   f"tokens; {len(self.corpus.train)} train / "
