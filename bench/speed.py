@@ -36,6 +36,7 @@ FULL = {"ldlm": [10, 25, 50, 100, 200], "mdlm": [16, 64, 256, 1024], "mdlm_nocac
 QUICK = {"ldlm": [10, 50], "mdlm": [16, 64], "mdlm_nocache": [16], "batches": [1, 32], "repeats": 2, "warmup": 1,
          "min_time": 0.0, "max_time": 5.0, "train_warmup": 1, "train_steps": 2}
 QUICK_MAX_PASSAGES = 512  # --quick trains on this many passages (feature cache in seconds, not ~a minute)
+QUICK_VALID_FRACTION = 0.1  # ... and holds out this share, so tiny.yaml's batch of 32 fits (data.check_corpus_size)
 
 
 def parse_args(argv=None):
@@ -75,6 +76,8 @@ def make_trainer(algo: str, args, device: str, cfg=None):
     over = [f"train.device={device}", f"train.threads={args.threads}", *args.set]
     if args.quick and not any(s.startswith("data.max_passages") for s in args.set):
         over.append(f"data.max_passages={QUICK_MAX_PASSAGES}")
+        if not any(s.startswith("data.valid_fraction") for s in args.set):  # 2 % of 512 is no evaluation batch
+            over.append(f"data.valid_fraction={QUICK_VALID_FRACTION}")
     if cfg is None:
         cfg = load_config(getattr(args, f"config_{algo}"), over)
     else:

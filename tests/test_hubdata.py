@@ -106,7 +106,8 @@ def test_paper_scale_config_runs_one_step_on_cpu(name, tmp_path):
         lm = str(tiny_gpt2(tmp_path / "gpt2"))
     else:
         lm = "minilm"  # same uncased WordPiece vocabulary as bert-base-uncased; hidden 384 instead of 768
-    ov = ["data.hf_dataset=", f"data.corpus={tmp_path / 'docs.jsonl'}", "data.valid_docs=4",
+    # owt: 6 documents pack into 2 validation rows, one evaluation batch (fewer is refused as too small)
+    ov = ["data.hf_dataset=", f"data.corpus={tmp_path / 'docs.jsonl'}", f"data.valid_docs={6 if name == 'owt' else 4}",
           f"data.cache_dir={tmp_path / 'cache'}", "data.num_proc=2", f"model.lm={lm}", "train.batch_size=2",
           "train.grad_accum=1", "train.steps=1", "train.eval_batches=1", "train.threads=2", "train.bf16=false"]
     cfg = load_config(str(ROOT / "configs" / f"{name}.yaml"), ov)

@@ -1,5 +1,5 @@
 """Run folders you can trust: resume honours or refuses, one writer per run, full disks, the shared
-feature cache, EMA of buffers, and config keys that apply to the chosen algorithm."""
+feature cache, EMA of buffers, corpora too small to train on, and config keys that apply to the chosen algorithm."""
 from __future__ import annotations
 
 import errno
@@ -18,7 +18,7 @@ import torch
 
 from ldlm import checkpoint as ck
 from ldlm.cli import main
-from ldlm.config import ONLY_FOR, Config, load_config
+from ldlm.config import _CHOICES, ONLY_FOR, Config, load_config
 from ldlm.errors import UserError
 from test_resume import losses as step_logs  # the training lines of metrics.jsonl by step, minus timings
 
@@ -485,6 +485,111 @@ def test_ema_covers_batchnorm_statistics(tmp_path, cache):
     assert torch.equal(load_model(ckpt, device="cpu").encoder.norm.bn.running_mean, raw)
 
 
+# ---------------------------------------------------------------- 6. corpora too small to train on
+def lines(path: Path, n: int) -> Path:
+    path.write_text("".join(f"passage number {i} of a small corpus\n" for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("global_batch, eval_batch, fraction", [(16, 16, 0.1), (64, 64, 0.02), (8, 4, 0.3),
+                                                                (32, 16, 0.05), (3, 15, 0.1)])
+def test_min_passages_is_the_smallest_corpus_whose_split_fits(global_batch, eval_batch, fraction):
+    from ldlm.data import min_passages, split_passages
+
+    def fits(k: int) -> bool:
+        train, valid = split_passages([str(i) for i in range(k)], fraction)
+        return len(train) >= global_batch and len(valid) >= eval_batch
+
+    n = min_passages(global_batch, eval_batch, fraction)
+    assert fits(n) and not fits(n - 1)
+
+
+def test_corpus_size_rule_counts_the_global_batch():
+    from ldlm.data import check_corpus_size
+
+    cfg = load_config(MICRO, ["train.batch_size=4", "train.grad_accum=2", "train.eval_batches=2", "data.max_passages=0"])
+    with pytest.raises(UserError) as e:  # 7 training passages < 4 x 2 x 1
+        check_corpus_size(cfg.data, cfg.train, 7, 8)
+    assert str(e.value) == ("the corpus is too small to train on: 7 passages for training, fewer than one global "
+                            "batch of 8 (train.batch_size=4 x train.grad_accum=2); use a corpus of at least 35 "
+                            "passages or a smaller train.batch_size")
+    with pytest.raises(UserError, match=r"31 passages for training, fewer than one global batch of 32 \(train.batch_size"
+                                        r"=4 x train.grad_accum=2 x 4 processes\); use a corpus of at least 36 passages"):
+        check_corpus_size(cfg.data, cfg.train, 31, 8, world_size=4)
+    with pytest.raises(UserError, match=r"^the corpus is too small to train on: 3 passages for validation, fewer than one "
+                                        r"evaluation batch of 4 \(train.batch_size\); use a corpus of at least 35 "
+                                        r"passages, a larger data.valid_fraction \(now 0.1\) or a smaller "
+                                        r"train.batch_size$"):
+        check_corpus_size(cfg.data, cfg.train, 1000, 3)
+    assert check_corpus_size(cfg.data, cfg.train, 80, 8) is None  # 10 global batches, 2 full evaluation batches
+    near = check_corpus_size(cfg.data, cfg.train, 79, 7)
+    assert near == ("small corpus: 79 passages for training are 9.9 global batches of 8, so each comes back every ~9 "
+                    "steps (expect overfitting; 80 or more end this warning); 7 passages for validation fill 1 of "
+                    "train.eval_batches=2 batches of 4, so validation is noisier than configured (a larger "
+                    "data.valid_fraction (now 0.1) fills them)")
+    lm1b = load_config(MICRO, ["data.format=lm1b", "data.max_passages=0", "train.batch_size=4"])
+    with pytest.raises(UserError, match=r"1 row for validation, .* use more documents or a shorter data.seq_len, a "
+                                        r"larger data.valid_docs \(now 100000\) or a smaller train.batch_size$"):
+        check_corpus_size(lm1b.data, lm1b.train, 100, 1)
+
+
+def _nothing_written(out: Path, cache: Path) -> None:
+    assert not out.exists()  # no checkpoint, no config, no metrics, no lock: no partial run
+    assert not (cache / "features").exists()  # refused before the feature cache
+
+
+@pytest.mark.parametrize("config", ["micro.yaml", "micro-ar.yaml", "micro-mdlm.yaml", "micro-tencdm.yaml"])
+def test_a_corpus_too_small_to_train_on_is_refused_before_any_work(tmp_path, capsys, config):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    err = refused(["train", "--config", str(ROOT / "configs" / config), "--data", str(lines(tmp_path / "c.txt", 3)),
+                   "--out", str(out), "--quiet", f"data.cache_dir={cache}"], capsys,
+                  "the corpus is too small to train on: 2 passages for training, fewer than one global batch of 16 "
+                  "(train.batch_size=16 x train.grad_accum=1) and 1 passage for validation, fewer than one evaluation "
+                  "batch of 16 (train.batch_size); use a corpus of at least 155 passages, a larger data.valid_fraction "
+                  "(now 0.1) or a smaller train.batch_size")
+    assert len(err.splitlines()) == 1
+    _nothing_written(out, cache)
+
+
+def test_the_builtin_corpus_and_packed_formats_are_checked_too(tmp_path, capsys):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    refused(["train", "--config", MICRO, "--out", str(out), "--quiet", f"data.cache_dir={cache}",
+             "data.max_passages=60", "train.grad_accum=4"], capsys,
+            "54 passages for training, fewer than one global batch of 64 (train.batch_size=16 x train.grad_accum=4) "
+            "and 6 passages for validation, fewer than one evaluation batch of 16 (train.batch_size); use a corpus of "
+            "at least 155 passages (data.max_passages=60 caps it)")
+    _nothing_written(out, cache)
+    pytest.importorskip("datasets")
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"document {i} " + "word " * 40}) + "\n" for i in range(12)))
+    for fmt, fragment in (("lm1b", "2 rows for validation, fewer than one evaluation batch of 16"),
+                          ("owt", "for training, fewer than one global batch of 16")):
+        refused(["train", "--config", MICRO, "--out", str(out), "--quiet", f"data.cache_dir={cache}",
+                 f"data.format={fmt}", f"data.corpus={docs}", "data.valid_docs=2", "data.num_proc=1"], capsys,
+                fragment)
+        _nothing_written(out, cache)
+
+
+def test_a_corpus_near_the_minimum_trains_with_one_warning(tmp_path, capsys):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--quiet", "train.steps=2", "train.batch_size=4", "train.eval_every=0", "train.threads=1",
+              f"data.cache_dir={cache}"]
+    rc, err = cli(["train", "--config", MICRO, "--data", str(lines(tmp_path / "c.txt", 40)), "--out", str(out),
+                   *common], capsys)  # 36 training passages = 9 global batches of 4; 4 for validation
+    assert rc == 0, err
+    warning = ("warning: small corpus: 36 passages for training are 9.0 global batches of 4, so each comes back "
+               "every ~9 steps (expect overfitting; 40 or more end this warning)")
+    assert err.count("small corpus") == 1 and warning in err.splitlines()
+    assert (out / "latest").read_text().strip() == "ckpt-000002"
+    start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["event"] == "start" and start["corpus_warning"] == warning[len("warning: "):]
+    # comfortably above the minimum: no warning
+    rc, err = cli(["train", "--config", MICRO, "--data", str(lines(tmp_path / "d.txt", 200)),
+                   "--out", str(tmp_path / "big"), *common], capsys)
+    assert rc == 0 and "small corpus" not in err, err
+    assert "corpus_warning" not in (tmp_path / "big" / "metrics.jsonl").read_text()
+
+
 # ---------------------------------------------------------------- 7. keys that apply
 @pytest.mark.parametrize("config, override, algos", [
     ("micro-ar.yaml", "model.latent_dim=8", "ldlm"),
@@ -524,3 +629,42 @@ def test_yaml_keys_are_checked_too_and_shared_keys_pass(tmp_path):
     for key in ONLY_FOR:  # the table names real keys
         section, _, leaf = key.partition(".")
         assert section in d and (not leaf or leaf in d[section]), key
+
+
+def test_choices_are_the_factories_registries(monkeypatch):
+    from ldlm import config as C
+    from ldlm.algorithms import ALGORITHMS
+    from ldlm.data import FORMATS
+    from ldlm.recipe import WARMUPS
+    from ldlm.sampling import GRIDS, SOLVERS
+    from ldlm.schedules import SCHEDULES
+    from ldlm.serve import CHOICES
+    from ldlm.timesteps import TIMESTEPS
+    from ldlm.tracker import TRACKERS
+
+    registries = {"algo": ALGORITHMS, "data.format": FORMATS, "model.schedule": SCHEDULES, "recipe.warmup": WARMUPS,
+                  "recipe.timesteps": TIMESTEPS, "sample.grid": GRIDS, "sample.solver": SOLVERS,
+                  "train.tracker": TRACKERS}
+    for key, registry in registries.items():
+        assert C.choices(key) == tuple(registry), key
+    assert CHOICES == {"solver": tuple(SOLVERS), "grid": tuple(GRIDS)}  # the web page's menus too
+    # a schedule added to the registry is a valid config value at once; a bad value lists the registry's names
+    with pytest.raises(UserError, match=r"^config key 'model.schedule' is 'linear'; use one of 'tan', 'cosine'$"):
+        load_config(MICRO, ["model.schedule=linear"])
+    monkeypatch.setitem(SCHEDULES, "linear", lambda d: None)
+    assert load_config(MICRO, ["model.schedule=linear"]).model.schedule == "linear"
+
+
+@pytest.mark.parametrize("key", sorted(_CHOICES))
+def test_every_choice_key_refuses_a_bad_value_listing_its_choices(key):
+    from ldlm.config import choices
+
+    algo = "mdlm" if key == "data.tokenizer" else "ldlm"  # a key of another algorithm is refused for that first
+    with pytest.raises(UserError) as e:
+        load_config(None, [f"algo={algo}", f"{key}=no-such-value"])
+    assert str(e.value) == f"config key '{key}' is 'no-such-value'; use one of {', '.join(map(repr, choices(key)))}"
+    for value in choices(key):
+        got = load_config(None, [f"algo={algo}", f"{key}={value}"]).to_dict()
+        for part in key.split("."):
+            got = got[part]
+        assert got == value

@@ -154,9 +154,9 @@ def add_sample(sub) -> None:
     s.add_argument("--num", type=int, help="number of samples (" + _from_ckpt("num") + ")")
     s.add_argument("--steps", type=int, help="reverse-process steps, LDLM and MDLM (" + _from_ckpt("steps") + ")")
     s.add_argument("--seed", type=int, help="sampling seed (" + _from_ckpt("seed") + ")")
-    s.add_argument("--grid", choices=["logsnr", "uniform"], help="LDLM: time grid of the steps, uniform in log-SNR "
-                   "or in t (" + _from_ckpt("grid") + ")")
-    s.add_argument("--solver", choices=["sde", "ode"], help="LDLM: sde = ancestral (DDIM eta=1), ode = DDIM eta=0 ("
+    s.add_argument("--grid", help="LDLM: time grid of the steps, logsnr = uniform in log-SNR, uniform = in t ("
+                   + _from_ckpt("grid") + ")")
+    s.add_argument("--solver", help="LDLM: sde = ancestral (DDIM eta=1), ode = DDIM eta=0 ("
                    + _from_ckpt("solver") + ")")
     s.add_argument("--noise-scale", type=float, help="LDLM: scale of the injected noise, the quality-diversity "
                    "knob (" + _from_ckpt("noise_scale") + ")")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -161,13 +162,18 @@ def load_passages(corpus: str, passage_words: int = 40, max_line_chars: int = 10
     return shakespeare_passages(passage_words) if corpus == BUILTIN else read_corpus_file(corpus, max_line_chars)
 
 
+def valid_count(n: int, valid_fraction: float) -> int:
+    """How many of `n` passages `split_passages` holds out for validation."""
+    return min(max(1, round(n * valid_fraction)), n - 1)
+
+
 def split_passages(passages: list[str], valid_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
     """Deterministic shuffled split; at least one passage on each side."""
     if len(passages) < 2:
         raise UserError(f"the corpus has {len(passages)} passage(s); at least 2 are needed for a train/validation split")
     order = list(range(len(passages)))
     random.Random(seed).shuffle(order)
-    n_valid = min(max(1, round(len(passages) * valid_fraction)), len(passages) - 1)
+    n_valid = valid_count(len(passages), valid_fraction)
     valid = [passages[i] for i in sorted(order[:n_valid])]
     train = [passages[i] for i in sorted(order[n_valid:])]
     return train, valid
@@ -207,6 +213,76 @@ def build_corpus(data_cfg, tokenizer, tokenizer_name: str) -> Corpus:
         h.update(b"\x01")
     return Corpus(tokenize(tokenizer, train, data_cfg.seq_len), tokenize(tokenizer, valid, data_cfg.seq_len),
                   h.hexdigest()[:16])
+
+
+def _hub_corpus(data_cfg, tokenizer, tokenizer_name: str) -> Corpus:
+    from .hubdata import build_hub_corpus  # hubdata builds on this module
+
+    return build_hub_corpus(data_cfg, tokenizer)
+
+
+# data.format -> its corpus builder (owt, lm1b: paper-scale corpora through `datasets`, see hubdata.py)
+FORMATS = {"passages": build_corpus, "owt": _hub_corpus, "lm1b": _hub_corpus}
+
+
+def load_corpus(data_cfg, tokenizer, tokenizer_name: str) -> Corpus:
+    """The tokenised train/validation corpus that `data_cfg` describes, in its data.format."""
+    return FORMATS[data_cfg.format](data_cfg, tokenizer, tokenizer_name)
+
+
+# ---------------------------------------------------------------- is the corpus big enough to train on?
+WARN_GLOBAL_BATCHES = 10  # fewer training rows than this many global batches: warn (each row returns every few steps)
+
+
+def min_passages(global_batch: int, eval_batch: int, valid_fraction: float) -> int:
+    """The fewest passages whose split (`valid_count`) gives one global batch and one evaluation batch."""
+    n = max(global_batch + eval_batch, math.ceil((eval_batch - 0.5) / valid_fraction) - 1)
+    while n - valid_count(n, valid_fraction) < global_batch or valid_count(n, valid_fraction) < eval_batch:
+        n += 1
+    return n
+
+
+def check_corpus_size(dc, tc, n_train: int, n_valid: int, world_size: int = 1) -> str | None:
+    """Refuse a corpus below the minimum with a one-line UserError; near it, return a warning (else None).
+
+    The minimum: one global batch of training rows (train.batch_size x train.grad_accum x processes; a
+    smaller split would repeat rows inside one step) and one evaluation batch of validation rows
+    (validation reads train.batch_size rows per batch). Near it: fewer than WARN_GLOBAL_BATCHES global
+    batches of training rows, or too few validation rows to fill train.eval_batches batches.
+    Rows are passages (data.format=passages) or rows of data.seq_len tokens (owt, lm1b)."""
+    gb, eb = tc.batch_size * tc.grad_accum * world_size, tc.batch_size
+    unit = "passage" if dc.format == "passages" else "row"
+
+    def rows(n: int) -> str:
+        return f"{n} {unit}{'' if n == 1 else 's'}"
+
+    capped = dc.max_passages and (dc.format != "passages" or n_train + n_valid >= dc.max_passages)
+    cap = f" (data.max_passages={dc.max_passages} caps it)" if capped else ""
+    if dc.format == "passages":
+        bigger, more_valid = f"a corpus of at least {min_passages(gb, eb, dc.valid_fraction)} passages{cap}", \
+            f"data.valid_fraction (now {dc.valid_fraction})"
+    else:
+        bigger, more_valid = f"more documents{cap} or a shorter data.seq_len", f"data.valid_docs (now {dc.valid_docs})"
+    short = []
+    if n_train < gb:
+        short.append(f"{rows(n_train)} for training, fewer than one global batch of {gb} (train.batch_size="
+                     f"{tc.batch_size} x train.grad_accum={tc.grad_accum}"
+                     + (f" x {world_size} processes" if world_size > 1 else "") + ")")
+    if n_valid < eb:
+        short.append(f"{rows(n_valid)} for validation, fewer than one evaluation batch of {eb} (train.batch_size)")
+    if short:
+        fix = [bigger] + ([f"a larger {more_valid}"] if n_valid < eb else []) + ["a smaller train.batch_size"]
+        raise UserError(f"the corpus is too small to train on: {' and '.join(short)}; "
+                        f"use {', '.join(fix[:-1])} or {fix[-1]}")
+    near = []
+    if n_train < WARN_GLOBAL_BATCHES * gb:
+        near.append(f"{rows(n_train)} for training are {n_train / gb:.1f} global batches of {gb}, so each comes back "
+                    f"every ~{n_train // gb} steps (expect overfitting; {WARN_GLOBAL_BATCHES * gb} or more end this "
+                    f"warning)")
+    if n_valid < tc.eval_batches * eb:
+        near.append(f"{rows(n_valid)} for validation fill {n_valid // eb} of train.eval_batches={tc.eval_batches} "
+                    f"batches of {eb}, so validation is noisier than configured (a larger {more_valid} fills them)")
+    return f"small corpus: {'; '.join(near)}" if near else None
 
 
 class BatchIterator:

@@ -17,7 +17,7 @@ import torch
 
 from . import checkpoint as ck
 from .algorithms import Algorithm, ids_to_text
-from .config import SampleConfig
+from .config import SampleConfig, choices
 from .ema import apply_ema
 from .errors import UserError
 from .frozen_lm import load_tokenizer
@@ -78,8 +78,9 @@ def sample_settings(model: Algorithm, **overrides) -> SampleConfig:
         raise UserError(f"--noise-scale must be >= 0, got {sc.noise_scale}")
     if sc.guidance < 0:
         raise UserError(f"--guidance must be >= 0 (0 = no guidance), got {sc.guidance}")
-    if sc.solver not in ("sde", "ode"):
-        raise UserError(f"--solver must be sde or ode, got {sc.solver!r}")
+    for k in ("solver", "grid"):
+        if getattr(sc, k) not in choices(f"sample.{k}"):
+            raise UserError(f"{FLAGS[k]} must be one of {', '.join(choices(f'sample.{k}'))}, got {getattr(sc, k)!r}")
     return sc
 
 

@@ -36,12 +36,21 @@ def sigmoid_weight(step: int, warmup_steps: int, k: float = 10.0, c: float = 0.8
     return float(w_max) * (sig(k * (step / warmup_steps - c)) - lo) / (hi - lo)
 
 
+def _ramp(step: int, total_steps: int, rc) -> float:
+    return encoder_weight(step, total_steps, rc.warmup_start, rc.warmup_ramp, rc.w_max)
+
+
+def _sigmoid(step: int, total_steps: int, rc) -> float:
+    steps = rc.warmup_steps or round((rc.warmup_start + rc.warmup_ramp) * total_steps)
+    return sigmoid_weight(step, steps, rc.warmup_k, rc.warmup_c, rc.w_max)
+
+
+WARMUPS = {"ramp": _ramp, "sigmoid": _sigmoid}  # recipe.warmup -> w(step, total_steps, rc)
+
+
 def warmup_weight(step: int, total_steps: int, rc) -> float:
     """The diffusion-to-encoder gradient weight at `step` under the recipe config `rc`."""
-    if rc.warmup == "sigmoid":
-        steps = rc.warmup_steps or round((rc.warmup_start + rc.warmup_ramp) * total_steps)
-        return sigmoid_weight(step, steps, rc.warmup_k, rc.warmup_c, rc.w_max)
-    return encoder_weight(step, total_steps, rc.warmup_start, rc.warmup_ramp, rc.w_max)
+    return WARMUPS[rc.warmup](step, total_steps, rc)
 
 
 def mix_gradient(z: torch.Tensor, w: float) -> torch.Tensor:

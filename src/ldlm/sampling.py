@@ -15,15 +15,27 @@ from .schedules import Schedule, log_snr_of_alpha
 GRID_ALPHA_MIN, GRID_ALPHA_MAX = 0.02, 0.999
 
 
-def time_grid(schedule: Schedule, steps: int, kind: str = "uniform") -> torch.Tensor:
-    """steps + 1 times from 1 down to 0: 'uniform' in t, or 'logsnr' (uniform in log-SNR in between)."""
-    if kind == "uniform" or steps < 2:
-        return torch.linspace(1.0, 0.0, steps + 1)
-    if kind != "logsnr":
-        raise ValueError(f"unknown time grid {kind!r}")
+def _uniform_grid(schedule: Schedule, steps: int) -> torch.Tensor:
+    return torch.linspace(1.0, 0.0, steps + 1)
+
+
+def _logsnr_grid(schedule: Schedule, steps: int) -> torch.Tensor:
+    if steps < 2:
+        return _uniform_grid(schedule, steps)
     lo, hi = float(log_snr_of_alpha(GRID_ALPHA_MIN)), float(log_snr_of_alpha(GRID_ALPHA_MAX))
     inner = schedule.t_at_log_snr(torch.linspace(lo, hi, steps - 1))
     return torch.cat([torch.ones(1), inner, torch.zeros(1)])
+
+
+GRIDS = {"logsnr": _logsnr_grid, "uniform": _uniform_grid}  # sample.grid -> its time grid
+SOLVERS = {"sde": 1.0, "ode": 0.0}  # sample.solver -> the DDIM eta of its steps
+
+
+def time_grid(schedule: Schedule, steps: int, kind: str = "uniform") -> torch.Tensor:
+    """steps + 1 times from 1 down to 0: 'uniform' in t, or 'logsnr' (uniform in log-SNR in between)."""
+    if kind not in GRIDS:
+        raise ValueError(f"unknown time grid {kind!r}")
+    return GRIDS[kind](schedule, steps)
 
 
 @torch.no_grad()
@@ -35,7 +47,7 @@ def reverse_diffusion(denoiser, schedule: Schedule, shape, steps: int, solver: s
 
     `callback(i, t, z0_hat)`, if given, is called after each step's denoiser call (i = 0..steps-1,
     t the step's start time as a float) with that step's estimate of z0."""
-    eta = 1.0 if solver == "sde" else 0.0
+    eta = SOLVERS[solver]
     z = torch.randn(shape, generator=generator).to(device) * noise_scale
     z0_hat = None
     ts = time_grid(schedule, steps, grid)

@@ -65,9 +65,11 @@ class CosineSchedule(Schedule):
         return torch.cos(math.pi * t.double().clamp(0.0, 1.0) / 2).to(torch.float32)
 
 
+# model.schedule -> the schedule, given model.schedule_d (the allowed values of model.schedule)
+SCHEDULES = {"tan": TanSchedule, "cosine": lambda d: CosineSchedule()}
+
+
 def make_schedule(name: str, d: float = 9.0) -> Schedule:
-    if name == "tan":
-        return TanSchedule(d)
-    if name == "cosine":
-        return CosineSchedule()
-    raise ValueError(f"unknown schedule {name!r}")
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}")
+    return SCHEDULES[name](d)

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .config import choices
 from .errors import UserError
 
 WEB = Path(__file__).with_name("web")
@@ -47,7 +48,7 @@ CONTROLS = {
     "top_p": ("top-p", float, 0.05, 1.0, "nucleus sampling threshold"),
     "seed": ("seed", int, 0, 2**31 - 1, "same seed and settings: same texts"),
 }
-CHOICES = {"solver": ("sde", "ode"), "grid": ("logsnr", "uniform")}
+CHOICES = {k: choices(f"sample.{k}") for k in ("solver", "grid")}
 TRAJECTORY = {"ldlm": "the text read out of the model's estimate of the clean latents at each step",
               "tencdm": "the text read out of the model's estimate of the clean hidden states at each step",
               "mdlm": "the text at each step, still-masked tokens shown as ░", "ar": "the text after each token"}

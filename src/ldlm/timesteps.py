@@ -144,8 +144,13 @@ def _interp(x, xp, fp):
     return out
 
 
+# recipe.timesteps -> the sampler, given the recipe config (the allowed values of recipe.timesteps)
+TIMESTEPS = {
+    "uniform": lambda rc: UniformTimesteps(rc.t_min),
+    "adaptive": lambda rc: AdaptiveTimesteps(rc.t_min, rc.adaptive_bins, rc.adaptive_decay, rc.adaptive_uniform,
+                                             rc.adaptive_every),
+}
+
+
 def make_timesteps(recipe) -> UniformTimesteps:
-    if recipe.timesteps == "uniform":
-        return UniformTimesteps(recipe.t_min)
-    return AdaptiveTimesteps(recipe.t_min, recipe.adaptive_bins, recipe.adaptive_decay,
-                             recipe.adaptive_uniform, recipe.adaptive_every)
+    return TIMESTEPS[recipe.timesteps](recipe)

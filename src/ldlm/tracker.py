@@ -9,14 +9,15 @@ from pathlib import Path
 
 from .errors import UserError
 
-_PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio"}
+TRACKERS = {"": None, "tensorboard": "tensorboard", "trackio": "trackio"}  # train.tracker -> the package it needs
 
 
 def check_tracker(name: str) -> None:
     """Refuse, before any work, a tracker whose package is not installed."""
-    if name and importlib.util.find_spec(_PACKAGES[name]) is None:
-        raise UserError(f"train.tracker={name} needs the '{_PACKAGES[name]}' package, which is not installed; "
-                        f"`pip install {_PACKAGES[name]}` or set train.tracker=''")
+    package = TRACKERS[name]
+    if package and importlib.util.find_spec(package) is None:
+        raise UserError(f"train.tracker={name} needs the '{package}' package, which is not installed; "
+                        f"`pip install {package}` or set train.tracker=''")
 
 
 class Tracker:

@@ -37,7 +37,7 @@ from . import plots
 from .algorithms import Algorithm, build
 from .blocks import format_param_counts
 from .config import Config, schedule_horizon
-from .data import BatchIterator, build_corpus
+from .data import BatchIterator, check_corpus_size, load_corpus
 from .ema import EMA
 from .errors import UserError
 from .frozen_lm import load_tokenizer
@@ -129,19 +129,32 @@ class Trainer:
             self.resume_from = ck.resolve_checkpoint(self.out)
             check_resume(cfg, self.resume_from)  # refuses what the checkpoint cannot honour; pins the horizon
         self.lock = self._lock() if self.dist.main else None
+        try:
+            self._setup()
+        except BaseException:
+            if self.lock is not None:  # a run that failed to start leaves its folder as it found it
+                self.lock.release()
+            raise
+
+    def _setup(self) -> None:
+        cfg, tc = self.cfg, self.cfg.train
         torch.manual_seed(tc.seed)
         self.model = setup_model(cfg, self.device)
+        self.micro = tc.batch_size
+        self.global_batch = tc.batch_size * tc.grad_accum * self.dist.world_size
         # rank 0 first: it builds (and caches) tokenised data and features; the others then read the caches
         if not self.dist.main:
             du.barrier(self.dist)
-        self.corpus = self._build_corpus()
+        self.corpus = load_corpus(cfg.data, self.model.tokenizer, cfg.model.lm)
+        # before the feature cache and any step: a corpus too small to train on is refused; one near it is
+        # warned about when training starts (a run that fails to start says one thing: why)
+        self.corpus_warning = check_corpus_size(cfg.data, tc, len(self.corpus.train), len(self.corpus.valid),
+                                                self.dist.world_size)
         self.model.prepare(self.corpus, self.device)
         if self.dist.main:
             du.barrier(self.dist)
         self.opt = make_optimizer(self.model, tc)
         self.ema = EMA(self.model, tc.ema)
-        self.micro = tc.batch_size
-        self.global_batch = tc.batch_size * tc.grad_accum * self.dist.world_size
         # one global batch per optimizer step, identical on every rank; each rank takes its slices
         self.batches = BatchIterator(len(self.corpus.train), self.global_batch, tc.seed)
         self.step = 0
@@ -157,13 +170,6 @@ class Trainer:
         self.tracker: Tracker | None = None
         self._signal: int | None = None
         self.bad_in_a_row = 0
-
-    def _build_corpus(self):
-        if self.cfg.data.format != "passages":
-            from .hubdata import build_hub_corpus
-
-            return build_hub_corpus(self.cfg.data, self.model.tokenizer)
-        return build_corpus(self.cfg.data, self.model.tokenizer, self.cfg.model.lm)
 
     def _lock(self) -> RunLock:
         """One writer per run folder; a lock left by a killed trainer is taken over."""
@@ -399,7 +405,10 @@ class Trainer:
                   "output_vocab": self.model.output_vocab_size(), "device": str(self.device),
                   "world_size": self.dist.world_size, "global_batch": self.global_batch,
                   "train_passages": len(self.corpus.train), "valid_passages": len(self.corpus.valid),
+                  **({"corpus_warning": self.corpus_warning} if self.corpus_warning else {}),
                   "time": time.time(), **({"command": self.command} if self.command else {})})
+        if main and self.corpus_warning:
+            self._warn(self.corpus_warning)
         if not self.quiet:
             print(f"{cfg.algo}: {format_param_counts(counts)}; output vocabulary {self.model.output_vocab_size():,} "
                   f"tokens; {len(self.corpus.train)} train / "
