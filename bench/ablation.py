@@ -234,7 +234,8 @@ def table(res: dict) -> list[str]:
     rows = {r["variant"]: r for r in res["rows"]}
     cols = PAPER_COLS if suite == "paper" else COLS
     n_data = 4 if suite == "paper" else 5  # the sample-set columns (gen-PPL ... unique) the data row also has
-    lines = ["| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 3)]
+    lines = [B.evaluator_caption((res.get("eval_settings") or {}).get("evaluator"), res.get("protocol")), "",
+             "| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 3)]
     data = res.get("data")
     if data:
         lines.append("| data (references) | held-out text | | " + " | ".join(

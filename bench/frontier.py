@@ -411,7 +411,8 @@ def markdown(res: dict, header: bool = True) -> str:
     m = res["machine"]
     lines = [f"Machine: {B.describe_machine(m)}; {m['date']}, commit {m['commit']}.", "",
              f"Command: `{m['command']}`", ""] if header else []
-    lines += ["| model | setting | gen-PPL | entropy | MAUVE | distinct-2 (set) | ms/sample |",
+    lines += [B.evaluator_caption((res.get("eval_settings") or {}).get("evaluator"), res.get("protocol")), "",
+              "| model | setting | gen-PPL | entropy | MAUVE | distinct-2 (set) | ms/sample |",
               "|---|---|---|---|---|---|---|"]
     cols = (("gen_ppl", "{:.1f}"), ("entropy", "{:.3f}"), ("mauve", "{:.3f}"), ("distinct2_set", "{:.3f}"))
     d = res.get("data") or {}

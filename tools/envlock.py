@@ -86,7 +86,8 @@ def requirements(dist: md.Distribution) -> list[Requirement]:
 
 
 def problems(pins: dict[str, Pin] | None = None, dists: dict[str, md.Distribution] | None = None) -> list[str]:
-    """Everything in which the environment and the lock files disagree, one line each."""
+    """Every locked package installed at its pinned version, with every dependency it declares pinned (at a
+    version it accepts) or dropped on purpose; one line per problem. (`unlocked` lists the reverse.)"""
     pins = read_lock() if pins is None else pins
     dists = installed() if dists is None else dists
     out = []
@@ -110,8 +111,6 @@ def problems(pins: dict[str, Pin] | None = None, dists: dict[str, md.Distributio
                 out.append(f"{pin.name} needs {req} but {pins[dep].name}=={pins[dep].version} is pinned")
         for stale in sorted(pin.drops - deps):
             out.append(f"{pin.file}: {pin.name} drops {stale}, which it does not depend on")
-    for name in unlocked(pins, dists):
-        out.append(f"{name} is installed but in no lock file; pin it, or run `make setup` to remove it")
     return out
 
 
@@ -130,7 +129,9 @@ def main(argv=None) -> int:
         if extra:
             print(f"envlock: removing {len(extra)} package(s) no lock file pins: {' '.join(extra)}")
             subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", *extra], check=True)
-    bad = problems()
+    pins, dists = read_lock(), installed()
+    bad = problems(pins, dists) + [f"{name} is installed but in no lock file; pin it, or run `make setup` to "
+                                   f"remove it" for name in unlocked(pins, dists)]
     for line in bad:
         print(f"envlock: {line}", file=sys.stderr)
     return 1 if bad else 0
