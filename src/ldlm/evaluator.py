@@ -139,6 +139,9 @@ class Evaluator:
         except (OSError, ValueError, KeyError) as e:
             msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
             preset = PRESETS.get(name)
+            if name == SMOLLM2:  # the file is there (and checked): what is missing is a package that reads it
+                raise UserError(f"cannot load the offline evaluator {preset.label} ({msg}); transformers needs "
+                                f"the packages of ldlm's eval extra to read it: pip install 'ldlm[eval]'") from None
             if preset and preset.hub_id:
                 raise UserError(f"evaluator '{name}' ({preset.label}) loads {preset.hub_id} from the Hugging Face "
                                 f"hub, which failed ({msg}); it needs the hub (or the model in the local hub "
