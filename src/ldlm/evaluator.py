@@ -34,13 +34,12 @@ GPT2_LARGE = "gpt2-large"
 class Preset:
     """An evaluator chosen by a short name (`--eval-lm NAME`)."""
     label: str  # the exact model, as every JSON (`eval_lm_name`) and table names it
-    hub_id: str = ""  # Hugging Face hub id; '' = the offline package file
-    source: str = ""  # where the weights come from, for results and errors
+    hub_id: str = ""  # Hugging Face hub id; '' = the offline package file (smollm2_gguf)
 
 
 PRESETS = {
-    SMOLLM2: Preset("SmolLM2-135M-Instruct Q4_1 GGUF", source=SMOLLM2_PIN),
-    GPT2_LARGE: Preset("GPT-2 Large", hub_id="openai-community/gpt2-large", source="Hugging Face hub"),
+    SMOLLM2: Preset("SmolLM2-135M-Instruct Q4_1 GGUF"),
+    GPT2_LARGE: Preset("GPT-2 Large", hub_id="openai-community/gpt2-large"),
 }
 
 
