@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
+# Exactly the lock files, each package with --no-deps (so nothing unpinned comes in), then the project
+# itself; `envlock.py sync` removes what no lock file pins and fails if a locked package misses a dependency.
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml Makefile tools/envlock.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --no-deps $$(grep -E '^pip==' requirements.lock)
+	$(BIN)/python -m pip install -q --no-deps -r requirements.lock -r requirements-nodeps.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python tools/envlock.py sync
 	touch $(STAMP)
 
 # Train the tiny LDLM on the built-in Shakespeare corpus, sample, print samples and metrics.

@@ -234,7 +234,8 @@ def table(res: dict) -> list[str]:
     rows = {r["variant"]: r for r in res["rows"]}
     cols = PAPER_COLS if suite == "paper" else COLS
     n_data = 4 if suite == "paper" else 5  # the sample-set columns (gen-PPL ... unique) the data row also has
-    lines = ["| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 3)]
+    lines = [B.evaluator_caption((res.get("eval_settings") or {}).get("evaluator"), res.get("protocol")), "",
+             "| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 3)]
     data = res.get("data")
     if data:
         lines.append("| data (references) | held-out text | | " + " | ".join(
@@ -249,6 +250,8 @@ def table(res: dict) -> list[str]:
 
 def markdown(res: dict) -> str:
     """The report of a results file: settings, the table, seed noise, what could not be computed."""
+    from ldlm.evaluator import evaluator_name
+
     suite = suite_of(res)
     rows = {r["variant"]: r for r in res["rows"]}
     m = res["machine"]
@@ -261,7 +264,7 @@ def markdown(res: dict) -> str:
              f"same data and seed unless the row says otherwise",
              f"- sampling: {res['settings']['num']} samples, {res['settings']['sample_steps']} steps, solver "
              f"{res['settings']['solver']}, noise scale {res['settings']['noise_scale']}, seed {res['settings']['sample_seed']}",
-             f"- evaluation: protocol {res['protocol']}, evaluator {res['eval_settings'].get('evaluator', {}) and res['eval_settings']['evaluator'].get('eval_lm')}, "
+             f"- evaluation: protocol {res['protocol']}, evaluator {evaluator_name(res['eval_settings'].get('evaluator'))}, "
              f"references: {res['eval_settings']['references']}",
              "- val columns: last validation pass of the run (EMA weights): diffusion MSE, its ratio to the "
              "input-blind predictor's (1 = learned nothing), token reconstruction accuracy of decode(encode(x)), "

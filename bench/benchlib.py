@@ -75,6 +75,14 @@ def machine_info(device: str) -> dict:
     return info
 
 
+def evaluator_caption(evaluator: dict | None, protocol: str | None) -> str:
+    """The line above a quality table: the evaluator named exactly (results written before
+    `eval_lm_name` existed map their `eval_lm` the same way) and the protocol."""
+    from ldlm.evaluator import evaluator_name
+
+    return f"Evaluator: {evaluator_name(evaluator)}; protocol `{protocol or '?'}`."
+
+
 def describe_machine(m: dict) -> str:
     """One line from machine_info(): what a reader needs to weigh a timing."""
     return (f"{m.get('gpu') or m['cpu']}, {m['cpus_usable']} usable cores, {m['torch_threads']} torch threads, "

@@ -77,6 +77,7 @@ def quick_runs(out: Path, threads: int) -> dict:
 
 def markdown(res: dict) -> str:
     from ldlm.cond_eval import COLUMNS
+    from ldlm.evaluator import evaluator_name
 
     def table(rows: dict) -> list[str]:
         cols = [c for c in COLUMNS if any(r and r.get(c[0]) is not None for r in rows.values())]
@@ -93,7 +94,7 @@ def markdown(res: dict) -> str:
     out = [f"# Conditional generation (`{res['protocol']}`)", "",
            f"Machine: {B.describe_machine(res['machine'])}; date {res['machine']['date']}, commit "
            f"{res['machine'].get('commit')}, {res['wall_s']:.0f} s. Command: `{res['machine']['command']}`.", "",
-           f"{res['num']} held-out passages per mode; evaluator {res['settings']['evaluator'] and res['settings']['evaluator']['eval_lm']}. "
+           f"{res['num']} held-out passages per mode; evaluator {evaluator_name(res['settings']['evaluator'])}. "
            "swap: NLL/token of the continuation under its own prompt minus under another passage's "
            "(± standard error; clearly below 0 when the model follows its prompt); swap-R: the suffix after "
            "its own middle minus after another's. The data row is the true continuations.", ""]
@@ -117,6 +118,7 @@ def protocol_check(a, device: str, out: Path) -> dict:
     from ldlm.cond_eval import PROTOCOL, CondEvaluation, format_table
     from ldlm.config import load_config
     from ldlm.evaluation import make_evaluation, validation_passages
+    from ldlm.evaluator import evaluator_name
     from ldlm.frozen_lm import load_tokenizer
 
     t0 = time.time()
@@ -148,7 +150,7 @@ def protocol_check(a, device: str, out: Path) -> dict:
              f"Machine: {B.describe_machine(res['machine'])}; date {res['machine']['date']}, commit "
              f"{res['machine'].get('commit')}, {res['wall_s']:.0f} s. Command: `{res['machine']['command']}`.", "",
              f"{a.num} held-out passages of {cfg.data.corpus} at seq_len {L}; evaluator "
-             f"{ev.lm.name if ev.lm else 'none'}. 'ignores its prompt': each true hidden part after another "
+             f"{evaluator_name(res['settings']['evaluator'])}. 'ignores its prompt': each true hidden part after another "
              "passage's prompt (and before its suffix).", ""]
     for mode, rows in res["rows"].items():
         lines += [f"## {mode}", "", "| row | gen-PPL | sfx-PPL | swap | swap-R | MAUVE |", "|---|---|---|---|---|---|"]

@@ -367,9 +367,11 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def plot_title(res: dict, eval_lm: str | None) -> str:
-    eval_lm = ((res.get("eval_settings") or {}).get("evaluator") or {}).get("eval_lm") or eval_lm
+    from ldlm.evaluator import SMOLLM2, evaluator_name
+
+    eval_lm = evaluator_name((res.get("eval_settings") or {}).get("evaluator") or eval_lm or SMOLLM2)
     return (f"{', '.join(f'{k}: {Path(v).name}' for k, v in res['runs'].items())}; {res['num']} samples/point; "
-            f"evaluator {eval_lm or 'smollm2'}; {res['machine'].get('gpu') or res['machine']['cpu']}")
+            f"evaluator {eval_lm}; {res['machine'].get('gpu') or res['machine']['cpu']}")
 
 
 def ratio_text(m: dict, unit: str) -> str:
@@ -409,7 +411,8 @@ def markdown(res: dict, header: bool = True) -> str:
     m = res["machine"]
     lines = [f"Machine: {B.describe_machine(m)}; {m['date']}, commit {m['commit']}.", "",
              f"Command: `{m['command']}`", ""] if header else []
-    lines += ["| model | setting | gen-PPL | entropy | MAUVE | distinct-2 (set) | ms/sample |",
+    lines += [B.evaluator_caption((res.get("eval_settings") or {}).get("evaluator"), res.get("protocol")), "",
+              "| model | setting | gen-PPL | entropy | MAUVE | distinct-2 (set) | ms/sample |",
               "|---|---|---|---|---|---|---|"]
     cols = (("gen_ppl", "{:.1f}"), ("entropy", "{:.3f}"), ("mauve", "{:.3f}"), ("distinct2_set", "{:.3f}"))
     d = res.get("data") or {}

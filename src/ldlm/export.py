@@ -173,9 +173,10 @@ def _metrics_table(ev: dict) -> list[str]:
     sset = ev.get("sample_settings") or {}
     shown = {k: v for k, v in sset.items() if k not in ("checkpoint", "sec_per_sample", "algo") and v is not None}
     st = ev.get("settings") or {}
-    evaluator = (st.get("evaluator") or {})
+    from .evaluator import evaluator_name
+
     lines += ["", f"Sampling settings: {', '.join(f'{k}={v}' for k, v in shown.items()) or 'n/a'}. "
-              f"Evaluator: {evaluator.get('eval_lm_name') or evaluator.get('eval_lm') or 'none'} "
+              f"Evaluator: {evaluator_name(st.get('evaluator'))} "
               f"({st.get('protocol', '?')}); references: {st.get('references', 'n/a')}."]
     if samples.get("unavailable"):
         lines.append("Not computed: " + "; ".join(f"{k}: {v}" for k, v in samples["unavailable"].items()) + ".")

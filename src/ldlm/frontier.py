@@ -133,8 +133,10 @@ def run_frontier(args) -> list[dict]:
         write_text_atomic(out / "frontier.json", json.dumps({**meta, "rows": rows}, indent=1) + "\n")
     print(format_table({r["label"]: r for r in rows}))
     if any(r.get("gen_ppl") is not None for r in rows[1:]):
+        from .evaluator import evaluator_name
+
         title = (f"{model.cfg.algo} {Path(model.checkpoint).name}, {args.num} samples/point, "
-                 f"evaluator {args.eval_lm or 'smollm2'}")
+                 f"evaluator {evaluator_name(ev.settings['evaluator'])}")
         plot_frontier(out / "frontier.png", rows, keys, title)
         print(f"written: {out}/frontier.csv, frontier.json, frontier.png")
     else:

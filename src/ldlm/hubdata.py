@@ -139,7 +139,8 @@ def _load_documents(dc):
     try:
         import datasets
     except ImportError:
-        raise UserError(f"data.format={dc.format} needs the package 'datasets'; run `make setup`") from None
+        raise UserError(f"data.format={dc.format} needs the package 'datasets' (OpenWebText/LM1B only); "
+                        f"install it: pip install 'ldlm[hub-data]' (make setup does)") from None
     datasets.disable_progress_bars()
     hf_cache = str(cache_root(dc.cache_dir) / "hf")
     if dc.hf_dataset:
