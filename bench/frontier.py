@@ -1,7 +1,7 @@
 """Quality-diversity frontiers of LDLM, MDLM and AR in one plot, and the speed ratios at matched quality.
 
     .venv/bin/python bench/frontier.py --ldlm runs/tiny --mdlm runs/tiny-mdlm --ar runs/tiny-ar --tencdm runs/tiny-tencdm
-    .venv/bin/python bench/frontier.py --quick          # smoke test: trains three micro runs first
+    .venv/bin/python bench/frontier.py --quick          # smoke test: trains four micro runs first
     .venv/bin/python bench/frontier.py --replot         # re-render frontier.png and .md from frontier.json
 
 Each model is swept over its own full knob set, as a grid (cartesian product): LDLM steps x noise
@@ -61,14 +61,14 @@ KNOBS = {"ldlm": [("steps", "ldlm_steps", int), ("noise_scale", "ldlm_noise", fl
                     ("decode_temperature", "tencdm_decode_temps", float)]}
 BASELINES = ("ar", "tencdm")  # compared with LDLM point against point (no steps-crossing interpolation)
 FULL = {"ldlm_steps": "10,25,50,100", "ldlm_noise": "0.8,0.9,1.0", "ldlm_decode_temps": "0,0.7",
-        "tencdm_steps": "10,25,50,100", "tencdm_noise": "0.8,0.9,1.0", "tencdm_decode_temps": "0,0.7",
         "mdlm_steps": "16,64,256,1024", "mdlm_temps": "0.8,0.9,1.0", "mdlm_top_p": "0.9,1.0",
         "ar_temps": "0.6,0.7,0.8,0.9,1.0,1.1", "ar_top_p": "0.8,0.9,0.95,1.0", "num": 256,
         "timing_repeats": 5, "timing_num": 64}
 QUICK = {"ldlm_steps": "5,10", "ldlm_noise": "1.0", "ldlm_decode_temps": "0,1.0", "mdlm_steps": "4,16",
-         "tencdm_steps": "5,10", "tencdm_noise": "1.0", "tencdm_decode_temps": "0,1.0",
          "mdlm_temps": "1.0", "mdlm_top_p": "0.9,1.0", "ar_temps": "0.8,1.0", "ar_top_p": "0.9,1.0", "num": 32,
          "timing_repeats": 2, "timing_num": 8}
+for _grid in (FULL, QUICK):  # TEncDM's default lists are LDLM's
+    _grid.update({"tencdm" + k[4:]: v for k, v in list(_grid.items()) if k.startswith("ldlm_")})
 KEYS = ["steps", "noise_scale", "decode_temperature", "temperature", "top_p"]
 SHORT = {"steps": "S", "noise_scale": "ns", "decode_temperature": "dT", "temperature": "T", "top_p": "p"}
 
