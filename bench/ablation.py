@@ -4,6 +4,7 @@
     .venv/bin/python bench/ablation.py --steps 400 --only full,naive  # a smaller budget, a subset
     .venv/bin/python bench/ablation.py --quick                        # smoke test on configs/micro.yaml
     .venv/bin/python bench/ablation.py --suite paper                  # the paper's recipe against the old defaults
+    .venv/bin/python bench/ablation.py --suite levers --sample-steps 25  # quality levers, one change each
 
 Suites: 'ablation' (below) and 'paper': the old defaults (before the paper's settings were known), the
 paper's recipe (`recipe=paper`), and each of its items alone on top of the old defaults (MSE-only latent
@@ -28,7 +29,6 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -97,7 +97,27 @@ def paper_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
     return rows
 
 
-SUITES = {"ablation": (variants, "ablation"), "paper": (paper_variants, "paper-recipe")}
+def lever_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str]]]:
+    """The 'levers' suite (quality at the CPU budget): the config as it is, then one change each to the
+    denoiser's target, the noise schedule, the latent shape, the denoiser's capacity, the batch/steps
+    split and self-conditioning. Run it with the config's own sampling steps (--sample-steps)."""
+    s2 = f"train.seed={seed + 1}"
+    return {
+        "base": ("the config as it is", []),
+        "base-seed2": (f"the config, seed {seed + 1}", [s2]),
+        "stopgrad-target": ("L_diff's target z0 without gradient (no moving-target pull)", ["recipe.diff_target_stopgrad=true"]),
+        "tan-3": ("tan-3 noise schedule (less time at high noise)", ["model.schedule_d=3"]),
+        "latent-d32": ("latent width d = 32 (half)", ["model.latent_dim=32"]),
+        "latent-n24": ("N = 24 latents (compression 2)", ["model.latent_len=24"]),
+        "den-8x384": ("denoiser 8 blocks of width 384", ["model.den_layers=8", "model.den_width=384"]),
+        "batch64": ("batch 64, half the steps (same sequences seen)", ["train.batch_size=64", "train.steps=250"]),
+        "no-self-cond": ("no self-conditioning", ["model.self_cond_prob=0"]),
+        "uniform-t": ("uniform timesteps", ["recipe.timesteps=uniform"]),
+    }
+
+
+SUITES = {"ablation": (variants, "ablation"), "paper": (paper_variants, "paper-recipe"),
+          "levers": (lever_variants, "levers")}
 
 
 def parse_args(argv=None):
@@ -133,19 +153,6 @@ def parse_args(argv=None):
 config_diff = B.config_diff  # (tests use it from here)
 
 
-def train_stats(run: Path) -> dict:
-    from ldlm.plots import read_metrics
-
-    train, valid = read_metrics(run)
-    out = {"valid": valid[-1] if valid else {}}
-    if train:
-        out["train_wall_s"] = train[-1].get("elapsed")
-        toks = [r["tok_s"] for r in train if "tok_s" in r]
-        out["train_tok_s_median"] = statistics.median(toks) if toks else None
-        out["train_last"] = {k: train[-1].get(k) for k in ("loss", "diff", "dec_ce", "dec_acc", "latent_cos")}
-    return out
-
-
 def variant_config(overrides: list[str], a, device: str):
     """The config of one variant: --config, then --seed, the variant's overrides, --steps, --set."""
     from ldlm.config import load_config
@@ -175,7 +182,7 @@ def evaluate_run(name: str, run: Path, ev, a, grid: str | None = None) -> dict:
     sample_s = time.time() - t0
     write_samples(recs, run / f"ablation-samples{'-' + name.split('@')[1] if '@' in name else ''}.jsonl")
     row = ev.evaluate([r["text"] for r in recs], desc=f"scoring {name}")
-    stats = train_stats(run)
+    stats = B.train_stats(run)
     out = {"variant": name, "run": str(run), "checkpoint": model.checkpoint, "seed": model.cfg.train.seed,
            "steps": model.cfg.train.steps, "recipe": model.cfg.to_dict()["recipe"], "sample_s": sample_s,
            "sec_per_sample": recs[0]["sec_per_sample"], "grid": recs[0]["grid"], "metrics": row, **stats}
@@ -211,7 +218,7 @@ PAPER_COLS = COLS[:4] + [COLS[7], COLS[9]] + [
 def seed_noise(rows: dict) -> list[str]:
     lines = []
     for a, b in (("full", "full-seed2"), ("naive", "naive-seed2"), ("paper", "paper-seed2"),
-                 ("old-defaults", "old-defaults-seed2"), ("paper-std1", "paper-std1-seed2"),
+                 ("old-defaults", "old-defaults-seed2"), ("base", "base-seed2"), ("paper-std1", "paper-std1-seed2"),
                  ("paper-std0.5", "paper-std0.5-seed2")):
         if a in rows and b in rows:
             parts = []
@@ -232,8 +239,8 @@ def table(res: dict) -> list[str]:
     """The results table: the data row, then every variant run, in the suite's variant order."""
     suite = suite_of(res)
     rows = {r["variant"]: r for r in res["rows"]}
-    cols = PAPER_COLS if suite == "paper" else COLS
-    n_data = 4 if suite == "paper" else 5  # the sample-set columns (gen-PPL ... unique) the data row also has
+    cols = PAPER_COLS if suite in ("paper", "levers") else COLS
+    n_data = 4 if suite in ("paper", "levers") else 5  # the sample-set columns (gen-PPL ... unique) the data row also has
     lines = [B.evaluator_caption((res.get("eval_settings") or {}).get("evaluator"), res.get("protocol")), "",
              "| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 3)]
     data = res.get("data")
@@ -255,7 +262,8 @@ def markdown(res: dict) -> str:
     suite = suite_of(res)
     rows = {r["variant"]: r for r in res["rows"]}
     m = res["machine"]
-    title = "LDLM: the paper's recipe against the old defaults" if suite == "paper" else "LDLM recipe ablation"
+    title = {"paper": "LDLM: the paper's recipe against the old defaults",
+             "levers": "LDLM: quality levers at the CPU budget, one change each"}.get(suite, "LDLM recipe ablation")
     lines = [f"# {title}", "",
              f"- command: `{m['command']}`",
              f"- machine: {B.describe_machine(m)}; load average at start {m.get('loadavg_1_5_15')}",

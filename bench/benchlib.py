@@ -231,6 +231,31 @@ def train_run(cfg, run: Path, name: str, missing: str | None = None) -> Path:
     return run
 
 
+def train_stats(run: Path) -> dict:
+    """The run's last validation line, training wall time, median tokens/s and last training losses."""
+    import statistics
+
+    from ldlm.plots import read_metrics
+
+    train, valid = read_metrics(run)
+    out = {"valid": valid[-1] if valid else {}}
+    if train:
+        # 'elapsed' restarts at 0 when a run is resumed: add up the segments
+        wall, prev = 0.0, 0.0
+        for r in train:
+            e = r.get("elapsed")
+            if e is None:
+                continue
+            if e < prev:
+                wall += prev
+            prev = e
+        out["train_wall_s"] = wall + prev
+        toks = [r["tok_s"] for r in train if "tok_s" in r]
+        out["train_tok_s_median"] = statistics.median(toks) if toks else None
+        out["train_last"] = {k: train[-1].get(k) for k in ("loss", "diff", "dec_ce", "dec_acc", "latent_cos")}
+    return out
+
+
 def last_valid(run: Path) -> dict:
     """The run's last validation line of metrics.jsonl ({} if none)."""
     from ldlm.plots import read_metrics

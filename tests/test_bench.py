@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -425,3 +426,50 @@ def test_params_script_counts_what_training_reports(root, tmp_path):
     assert {k: row[k] for k in ("embedding", "non_embedding", "frozen", "trainable")} == model.param_counts()
     assert row["output_vocab"] == model.output_vocab_size() < row["tokenizer_vocab"] / 4
     assert f"| {row['trainable']:,} |" in out.with_suffix(".md").read_text()
+
+
+def test_quality_targets_are_checked_in_both_directions():
+    import quality
+
+    data = {"gen_ppl": 100.0, "entropy": 3.0}
+    row = {"metrics": {"gen_ppl": 240.0, "entropy": 2.9, "mauve": 0.61, "unique_texts": 128, "num": 128}, "empty": 0}
+    c = quality.check(row, data, quality.TARGETS["demo"])
+    assert all(v["met"] for v in c.values()) and c["ppl_ratio"]["value"] == pytest.approx(2.4)
+    assert c["unique_per_256"]["value"] == 256
+    worse = {"metrics": {**row["metrics"], "gen_ppl": 260.0, "entropy": 3.2, "mauve": None}, "empty": 1}
+    c = quality.check(worse, data, quality.TARGETS["demo"])
+    assert [k for k, v in c.items() if v["met"] is False] == ["ppl_ratio", "entropy_gap", "empty"]
+    assert c["mauve"]["met"] is None  # unmeasured is not 'met'
+    assert not all(v["met"] for v in quality.check(row, data, quality.TARGETS["small"]).values())
+
+
+def test_quality_script_quick_end_to_end_with_the_autoencoder_row(random_lm, tmp_path):
+    import quality
+
+    args = ["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path), "--target", "demo=ldlm"]
+    res = quality.main(args)
+    labels = [r["label"] for r in res["rows"]]
+    assert labels == ["ldlm", "ldlm (autoencoder)", "ar"]  # AR has no autoencoder
+    rows = {r["label"]: r for r in res["rows"]}
+    assert rows["ldlm"]["metrics"]["num"] == 16 and rows["ldlm (autoencoder)"]["metrics"]["num"] == 16
+    assert rows["ldlm"]["sample"]["steps"] == 10 and "steps" not in rows["ar"]["sample"]
+    assert res["checks"]["demo"][0] == "ldlm" and set(res["checks"]["demo"][1]) == set(quality.TARGETS["demo"])
+    md = (tmp_path / "quality.md").read_text()
+    assert "| data (references) |" in md and "| ldlm (autoencoder) |" in md and "**demo** (row `ldlm`)" in md
+    again = quality.main(args)  # same checkpoints and settings: kept, not re-sampled
+    assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in res["rows"]]
+
+
+def test_reconstruct_round_trips_text_through_the_autoencoder_only(micro_cfg):
+    from ldlm.errors import UserError
+    from ldlm.generate import reconstruct
+    from ldlm.trainer import setup_model
+
+    torch.manual_seed(0)
+    model = setup_model(micro_cfg(), torch.device("cpu")).eval()
+    texts = ["to be or not to be", "my gracious lord"]
+    out = reconstruct(model, texts)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    ar = setup_model(micro_cfg("algo=ar"), torch.device("cpu")).eval()
+    with pytest.raises(UserError, match="no autoencoder"):
+        reconstruct(ar, texts)

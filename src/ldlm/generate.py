@@ -173,6 +173,25 @@ def generate(model: Algorithm, return_trajectory: bool = False, progress: bool =
     return records
 
 
+@torch.no_grad()
+def reconstruct(model: Algorithm, texts: list[str], batch_size: int = 64) -> list[str]:
+    """Each text through the autoencoder and back (LDLM, TEncDM): decode(encode(x)), read out by argmax.
+    Scored like samples, these texts show how much of the gap to the data the autoencoder alone causes."""
+    from .data import tokenize
+
+    if not hasattr(model, "reconstruct_ids"):
+        raise UserError(f"an {model.cfg.algo.upper()} model has no autoencoder to reconstruct text with")
+    device = next(model.parameters()).device
+    split = tokenize(model.tokenizer, list(texts), model.cfg.data.seq_len)
+    out: list[str] = []
+    for i in range(0, len(texts), batch_size):
+        ids, mask = split.ids[i: i + batch_size].to(device), split.mask[i: i + batch_size].to(device)
+        with autocast(device, sample_settings(model).bf16):
+            rec = model.reconstruct_ids(ids, mask)
+        out.extend(ids_to_text(model.tokenizer, rec.cpu())[1])
+    return out
+
+
 def write_samples(records: list[dict], path: str | Path) -> None:
     """One JSON object per line; written to a temporary file and renamed."""
     path = Path(path)

@@ -359,6 +359,12 @@ class LDLM(Algorithm):
         return self.readout.to_global(local)
 
     @torch.no_grad()
+    def reconstruct_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """decode(encode(x)) by argmax [B, L]: what the autoencoder alone gives back -- the ceiling of
+        any sample, since every sample goes through the same decoder."""
+        return self.decode_latents(self.encode(self.frozen.features(ids, mask), mask, frozen=True))
+
+    @torch.no_grad()
     def generate_ids(self, num, sc: SampleConfig, generator, device, callback=None, given: Given | None = None):
         """[num, L] token ids; with `given`, its latents clamped and its tokens kept (module docstring)."""
         den = self.denoiser
