@@ -101,8 +101,13 @@ def markdown(res: dict) -> str:
     for mode in ("prefix", "infill"):
         out += [f"## {'Prompt continuation (first half given)' if mode == 'prefix' else 'Infilling (middle third hidden)'}",
                 ""] + table(res["rows"][mode]) + [""]
-    out += ["## Examples", "", "What each model wrote (in brackets) after, or between, the given text "
-            f"(sampling seed {res['sample_seed']}):", ""]
+    return "\n".join(out + ["## Examples", ""]) + "\n" + examples(res)
+
+
+def examples(res: dict) -> str:
+    """What each model wrote (in brackets) for the example prompts, as a Markdown list."""
+    out = ["What each model wrote (in brackets) after, or between, the given text "
+           f"(sampling seed {res['sample_seed']}):", ""]
     for ex in res["examples"]:
         out.append(f"- prompt {ex['prompt']!r}" + (f", suffix {ex['suffix']!r}" if ex["suffix"] else ""))
         for algo, w in ex["written"].items():

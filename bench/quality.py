@@ -136,23 +136,26 @@ def _f(v, fmt):
     return "n/a" if v is None else fmt.format(v)
 
 
-def markdown(res: dict) -> str:
+def markdown(res: dict, header: bool = True) -> str:
+    """The report: settings, the table, the targets; with `header` also the first samples of each row."""
     d = res["data"]
-    lines = ["# Sample quality at the CPU budget", "",
-             f"- command: `{res['command']}`",
-             f"- machine: {B.describe_machine(res['machine'])}",
-             f"- date: {res['date']}; commit {res['machine'].get('commit')}",
-             f"- {B.evaluator_caption(res['eval_settings'].get('evaluator'), res['protocol'])}",
-             f"- references: {res['eval_settings']['references']}",
-             f"- {res['settings']['num']} samples per row at each run's own sampling settings, seed "
-             f"{res['settings']['seed']}; `(autoencoder)` rows: the references through decode(encode(x)), argmax",
-             "",
-             "| row | algo | train steps × batch | train min | sampling | gen-PPL | × data | entropy | MAUVE | "
-             "distinct-2 (set) | unique | empty | recon acc (val) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-             f"| data (references) | | | | | {_f(d.get('gen_ppl'), '{:.1f}')} | 1.00 | "
-             f"{_f(d.get('entropy'), '{:.3f}')} | {_f(d.get('mauve'), '{:.3f}')} | "
-             f"{_f(d.get('distinct2_set'), '{:.3f}')} | {d.get('unique_texts')} | | |"]
+    lines = []
+    if header:
+        lines += ["# Sample quality at the CPU budget", "",
+                  f"- command: `{res['command']}`",
+                  f"- machine: {B.describe_machine(res['machine'])}",
+                  f"- date: {res['date']}; commit {res['machine'].get('commit')}",
+                  f"- references: {res['eval_settings']['references']}", ""]
+    lines += [f"{B.evaluator_caption(res['eval_settings'].get('evaluator'), res['protocol'])} "
+              f"{res['settings']['num']} samples per row at each run's own sampling settings, seed "
+              f"{res['settings']['seed']}; `(autoencoder)` rows: the references through decode(encode(x)), argmax.",
+              "",
+              "| row | algo | train steps × batch | train min | sampling | gen-PPL | × data | entropy | MAUVE | "
+              "distinct-2 (set) | unique | empty | recon acc (val) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+              f"| data (references) | | | | | {_f(d.get('gen_ppl'), '{:.1f}')} | 1.00 | "
+              f"{_f(d.get('entropy'), '{:.3f}')} | {_f(d.get('mauve'), '{:.3f}')} | "
+              f"{_f(d.get('distinct2_set'), '{:.3f}')} | {d.get('unique_texts')} | | |"]
     for r in res["rows"]:
         m = r["metrics"]
         ratio = m["gen_ppl"] / d["gen_ppl"] if m.get("gen_ppl") and d.get("gen_ppl") else None
@@ -166,20 +169,18 @@ def markdown(res: dict) -> str:
                      f"{_f(ratio, '{:.2f}')} | {_f(m.get('entropy'), '{:.3f}')} | {_f(m.get('mauve'), '{:.3f}')} | "
                      f"{_f(m.get('distinct2_set'), '{:.3f}')} | {m.get('unique_texts')} | {r['empty']} | "
                      f"{_f(r.get('valid', {}).get('recon_acc'), '{:.3f}')} |")
-    if res.get("checks"):
-        lines += ["", "## Targets", ""]
-        for name, (label, chk) in res["checks"].items():
-            parts = [f"{k} {_f(v['value'], '{:.3g}')} (target {'≥' if k in ('mauve', 'unique_per_256') else '≤'} "
-                     f"{v['bound']}): {'met' if v['met'] else 'not met' if v['met'] is False else 'not measured'}"
-                     for k, v in chk.items()]
-            met = all(v["met"] for v in chk.values())
-            lines.append(f"- **{name}** (row `{label}`): {'all met' if met else 'not all met'} — " + "; ".join(parts))
-    lines += ["", "## Samples (the first of each row)", ""]
-    for r in res["rows"]:
-        lines.append(f"**{r['label']}**")
-        lines.append("")
-        lines += [f"> {t.strip() or '(empty)'}" + "  " for t in r["examples"]]
-        lines.append("")
+    for name, (label, chk) in (res.get("checks") or {}).items():
+        parts = [f"{k} {_f(v['value'], '{:.3g}')} (target {'≥' if k in ('mauve', 'unique_per_256') else '≤'} "
+                 f"{v['bound']}): {'met' if v['met'] else 'not met' if v['met'] is False else 'not measured'}"
+                 for k, v in chk.items()]
+        met = all(v["met"] for v in chk.values())
+        lines += ["", f"Targets **{name}** (row `{label}`): {'all met' if met else 'not all met'} — " + "; ".join(parts)]
+    if header:
+        lines += ["", "## Samples (the first of each row)", ""]
+        for r in res["rows"]:
+            lines += [f"**{r['label']}**", ""]
+            lines += [f"> {t.strip() or '(empty)'}" + "  " for t in r["examples"]]
+            lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 

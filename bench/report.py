@@ -14,11 +14,12 @@ a view) and the closing marker:
     ...
     <!-- /report -->
 
-Each JSON names what made it ("benchmark"): speed, frontier, ablation (and paper-recipe), params, lr-sweep (the script of
-that name renders it) or baselines (`--collect`: a run's parameter counts, learning rate, output
+Each JSON names what made it ("benchmark"): speed, frontier, ablation (and paper-recipe, levers), params, lr-sweep,
+eval-sanity, quality, conditional (the script of that name renders it) or baselines (`--collect`: a run's parameter counts, learning rate, output
 vocabulary, training speed and final validation line from its folder, and `ldlm eval`'s metrics from
 its eval.json if there is one). Views: `table` (the table alone, no machine/command lines); ablation
-`table`; lr-sweep `summary` (the best learning rate of each config).
+`table`; lr-sweep `summary` (the best learning rate of each config); conditional `examples` (the example prompts
+and what each model wrote).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def render(path: str | Path, view: str | None = None) -> str:
         import frontier
 
         return frontier.markdown(res, header=header)
-    if kind in ("ablation", "paper-recipe"):  # the two suites of bench/ablation.py
+    if kind in ("ablation", "paper-recipe", "levers"):  # the suites of bench/ablation.py
         import ablation
 
         return "\n".join(ablation.table(res)) + "\n" if view == "table" else ablation.markdown(res)
@@ -67,6 +68,18 @@ def render(path: str | Path, view: str | None = None) -> str:
         return lr_sweep.summary(res) if view == "summary" else lr_sweep.render(res)
     if kind == "baselines":
         return baselines_markdown(res, header=header)
+    if kind == "conditional":
+        import conditional
+
+        return conditional.examples(res) if view == "examples" else conditional.markdown(res)
+    if kind == "eval-sanity":
+        import eval_sanity
+
+        return eval_sanity.markdown(res, header=header)
+    if kind == "quality":
+        import quality
+
+        return quality.markdown(res, header=header)
     sys.exit(f"'{path}' is not a results file this script knows (benchmark={kind!r})")
 
 

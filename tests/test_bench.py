@@ -455,12 +455,13 @@ def test_quality_script_quick_end_to_end_with_the_autoencoder_row(random_lm, tmp
     assert rows["ldlm"]["sample"]["steps"] == 10 and "steps" not in rows["ar"]["sample"]
     assert res["checks"]["demo"][0] == "ldlm" and set(res["checks"]["demo"][1]) == set(quality.TARGETS["demo"])
     md = (tmp_path / "quality.md").read_text()
-    assert "| data (references) |" in md and "| ldlm (autoencoder) |" in md and "**demo** (row `ldlm`)" in md
+    assert "| data (references) |" in md and "| ldlm (autoencoder) |" in md and "Targets **demo** (row `ldlm`)" in md
     again = quality.main(args)  # same checkpoints and settings: kept, not re-sampled
     assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in res["rows"]]
 
 
-def test_reconstruct_round_trips_text_through_the_autoencoder_only(micro_cfg):
+def test_reconstruct_round_trips_text_through_the_autoencoder_only(micro_cfg, root):
+    from ldlm.config import load_config
     from ldlm.errors import UserError
     from ldlm.generate import reconstruct
     from ldlm.trainer import setup_model
@@ -470,6 +471,21 @@ def test_reconstruct_round_trips_text_through_the_autoencoder_only(micro_cfg):
     texts = ["to be or not to be", "my gracious lord"]
     out = reconstruct(model, texts)
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
-    ar = setup_model(micro_cfg("algo=ar"), torch.device("cpu")).eval()
+    ar = setup_model(load_config(str(Path(root) / "configs" / "micro-ar.yaml")), torch.device("cpu")).eval()
     with pytest.raises(UserError, match="no autoencoder"):
         reconstruct(ar, texts)
+
+
+def test_eval_sanity_scores_real_shuffled_and_repeated_text(random_lm, tmp_path):
+    import eval_sanity
+    import report
+
+    res = eval_sanity.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])
+    rows = res["rows"]
+    real, shuf = res["examples"]["real"], res["examples"]["shuffled"]
+    assert sorted(real[0].split()) == sorted(shuf[0].split()) and real[0] != shuf[0]  # the same words, reordered
+    assert rows["repeated"]["unique_texts"] == 1 and rows["real"]["unique_texts"] == 16
+    assert rows["shuffled"]["mean_words"] == rows["real"]["mean_words"]
+    assert rows["repeated"]["distinct2_set"] < rows["real"]["distinct2_set"]
+    md = report.render(tmp_path / "eval-sanity.json", "table")
+    assert "| the same passages, words shuffled within each |" in md and "command" not in md

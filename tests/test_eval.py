@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,9 @@ from ldlm.errors import UserError
 from ldlm.evaluator import MAUVE_MIN_SAMPLES, Evaluator, gen_ppl, load_evaluator, mauve_score
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from eval_sanity import shuffle_words  # noqa: E402  (the evaluation sanity benchmark's own shuffle)
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +31,6 @@ def passages():
     from ldlm.data import load_passages, split_passages
 
     return split_passages(load_passages("shakespeare", 40), 0.02, 0)[1]
-
-
-def shuffle_words(texts: list[str], seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    out = []
-    for t in texts:
-        w = t.split()
-        rng.shuffle(w)
-        out.append(" ".join(w))
-    return out
 
 
 @pytest.fixture(scope="module")
