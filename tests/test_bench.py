@@ -489,3 +489,14 @@ def test_eval_sanity_scores_real_shuffled_and_repeated_text(random_lm, tmp_path)
     assert rows["repeated"]["distinct2_set"] < rows["real"]["distinct2_set"]
     md = report.render(tmp_path / "eval-sanity.json", "table")
     assert "| the same passages, words shuffled within each |" in md and "command" not in md
+
+
+def test_throughput_script_times_the_loop_and_the_bare_step_of_one_trainer(tmp_path):
+    import throughput
+
+    res = throughput.main(["--quick", "--threads", "1", "--out", str(tmp_path), "--bare-steps", "2"])
+    assert res["steps"] == 20 and len(res["loop_intervals"]) == 3  # 4 intervals of 5 steps, the first left out
+    assert res["loop_tok_s"] > 0 and res["bare"]["tokens_per_s"] > 0
+    assert res["loop_over_bare"] == pytest.approx(res["loop_tok_s"] / res["bare"]["tokens_per_s"])
+    md = (tmp_path / "throughput-micro.md").read_text()
+    assert "| training loop (metrics.jsonl) |" in md and "| bare step (`Trainer._step`) |" in md
