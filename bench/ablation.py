@@ -97,23 +97,30 @@ def paper_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
     return rows
 
 
+# the base of the 'levers' suite: configs/tiny.yaml as it was when the suite ran (d = 64; it is 32 since)
+LEVER_BASE = ["model.latent_dim=64"]
+
+
 def lever_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str]]]:
-    """The 'levers' suite (quality at the CPU budget): the config as it is, then one change each to the
-    denoiser's target, the noise schedule, the latent shape, the denoiser's capacity, the batch/steps
-    split and self-conditioning. Run it with the config's own sampling steps (--sample-steps)."""
+    """The 'levers' suite (quality at the CPU budget): the base, then one change each to the denoiser's
+    target, the noise schedule, the latent shape, the denoiser's capacity, the batch/steps split and
+    self-conditioning. Run it with the config's own sampling steps (--sample-steps 25 for tiny)."""
     s2 = f"train.seed={seed + 1}"
-    return {
-        "base": ("the config as it is", []),
-        "base-seed2": (f"the config, seed {seed + 1}", [s2]),
+    rows = {
+        "base": ("tiny.yaml with d = 64 (its setting before this suite)", []),
+        "base-seed2": (f"the base, seed {seed + 1}", [s2]),
         "stopgrad-target": ("L_diff's target z0 without gradient (no moving-target pull)", ["recipe.diff_target_stopgrad=true"]),
         "tan-3": ("tan-3 noise schedule (less time at high noise)", ["model.schedule_d=3"]),
         "latent-d32": ("latent width d = 32 (half)", ["model.latent_dim=32"]),
+        "latent-d32-seed2": (f"latent width d = 32, seed {seed + 1}", ["model.latent_dim=32", s2]),
+        "latent-d16": ("latent width d = 16 (a quarter)", ["model.latent_dim=16"]),
         "latent-n24": ("N = 24 latents (compression 2)", ["model.latent_len=24"]),
         "den-8x384": ("denoiser 8 blocks of width 384", ["model.den_layers=8", "model.den_width=384"]),
         "batch64": ("batch 64, half the steps (same sequences seen)", ["train.batch_size=64", "train.steps=250"]),
         "no-self-cond": ("no self-conditioning", ["model.self_cond_prob=0"]),
         "uniform-t": ("uniform timesteps", ["recipe.timesteps=uniform"]),
     }
+    return {k: (c, LEVER_BASE + o) for k, (c, o) in rows.items()}
 
 
 SUITES = {"ablation": (variants, "ablation"), "paper": (paper_variants, "paper-recipe"),
@@ -218,7 +225,7 @@ PAPER_COLS = COLS[:4] + [COLS[7], COLS[9]] + [
 def seed_noise(rows: dict) -> list[str]:
     lines = []
     for a, b in (("full", "full-seed2"), ("naive", "naive-seed2"), ("paper", "paper-seed2"),
-                 ("old-defaults", "old-defaults-seed2"), ("base", "base-seed2"), ("paper-std1", "paper-std1-seed2"),
+                 ("old-defaults", "old-defaults-seed2"), ("base", "base-seed2"), ("latent-d32", "latent-d32-seed2"), ("paper-std1", "paper-std1-seed2"),
                  ("paper-std0.5", "paper-std0.5-seed2")):
         if a in rows and b in rows:
             parts = []
