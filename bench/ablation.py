@@ -114,6 +114,7 @@ def lever_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
         "latent-d32": ("latent width d = 32 (half)", ["model.latent_dim=32"]),
         "latent-d32-seed2": (f"latent width d = 32, seed {seed + 1}", ["model.latent_dim=32", s2]),
         "latent-d16": ("latent width d = 16 (a quarter)", ["model.latent_dim=16"]),
+        "latent-d32-1000": ("latent width d = 32, 1000 steps (twice the budget)", ["model.latent_dim=32", "train.steps=1000"]),
         "latent-n24": ("N = 24 latents (compression 2)", ["model.latent_len=24"]),
         "den-8x384": ("denoiser 8 blocks of width 384", ["model.den_layers=8", "model.den_width=384"]),
         "batch64": ("batch 64, half the steps (same sequences seen)", ["train.batch_size=64", "train.steps=250"]),
