@@ -328,14 +328,7 @@ def main(argv=None) -> dict:
                 "num": a.num, "sample_steps": a.sample_steps, "noise_scale": a.noise_scale, "solver": a.solver,
                 "sample_seed": a.sample_seed, "set": a.set}
     jpath = a.out / f"{a.name}.json"
-    old_rows = {}
-    if jpath.exists():
-        try:
-            old = json.loads(jpath.read_text())
-            if old.get("settings") == settings:
-                old_rows = {r["variant"]: r for r in old["rows"]}
-        except (ValueError, KeyError):
-            pass
+    old_rows = B.kept_rows(jpath, settings, "variant")
     res = {"benchmark": a.name, "protocol": PROTOCOL, "machine": B.machine_info(device), "settings": settings,
            "changes": {n: c for n, (c, _) in allv.items()}, "overrides": {n: o for n, (_, o) in allv.items()},
            "eval_settings": ev.settings, "data": ev.data_row(), "rows": []}

@@ -256,6 +256,18 @@ def train_stats(run: Path) -> dict:
     return out
 
 
+def kept_rows(path: Path, settings: dict, key: str) -> dict:
+    """Rows of an earlier results file made with the same `settings`, by their `key` field ({} if none,
+    if the settings differ or if the file cannot be read): a re-run reuses them instead of redoing them."""
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+        return {r[key]: r for r in old["rows"]} if old.get("settings") == settings else {}
+    except (ValueError, KeyError):
+        return {}
+
+
 def last_valid(run: Path) -> dict:
     """The run's last validation line of metrics.jsonl ({} if none)."""
     from ldlm.plots import read_metrics

@@ -19,7 +19,6 @@ re-scored, so runs can be added one at a time. Writes quality.json and quality.m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -206,14 +205,7 @@ def main(argv=None) -> dict:
                          threads=a.threads)
     settings = {"num": a.num, "seed": a.seed, "steps": a.steps, "references": note}
     jpath = a.out / "quality.json"
-    old_rows: dict = {}
-    if jpath.exists():
-        try:
-            old = json.loads(jpath.read_text())
-            if old.get("settings") == settings:
-                old_rows = {r["label"]: r for r in old["rows"]}
-        except (ValueError, KeyError):
-            pass
+    old_rows = B.kept_rows(jpath, settings, "label")
     res = {"benchmark": "quality", "protocol": PROTOCOL, "machine": B.machine_info(a.device_resolved),
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "eval_settings": ev.settings,
            "command": "bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
