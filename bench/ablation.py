@@ -124,8 +124,26 @@ def lever_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
     return {k: (c, LEVER_BASE + o) for k, (c, o) in rows.items()}
 
 
+def shape_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str]]]:
+    """The 'shapes' suite, for the baselines (--config configs/tiny-ar.yaml or tiny-mdlm.yaml): the same
+    kind of search the levers suite gave LDLM -- one change each to the width, the depth and the
+    batch/steps split, and a second seed of the base -- so that no model is compared at a shape only
+    its rival's was tuned for. Sampled at the config's own settings (T = 1)."""
+    s2 = f"train.seed={seed + 1}"
+    return {
+        "base": ("the config as is (width 256, 6 blocks)", []),
+        "base-seed2": (f"the base, seed {seed + 1}", [s2]),
+        "wide": ("width 384 (6 heads of 64)", ["model.width=384", "model.heads=6"]),
+        "narrow": ("width 128 (4 heads of 32)", ["model.width=128"]),
+        "deep": ("10 blocks", ["model.layers=10"]),
+        "shallow": ("3 blocks", ["model.layers=3"]),
+        "batch64": ("batch 64, half the steps (same sequences seen)", ["train.batch_size=64", "train.steps=250"]),
+    }
+
+
 SUITES = {"ablation": (variants, "ablation"), "paper": (paper_variants, "paper-recipe"),
-          "levers": (lever_variants, "levers")}
+          "levers": (lever_variants, "levers"), "shapes": (shape_variants, "shapes")}
+BASELINE_ALGOS = ("ar", "mdlm")  # the algorithms the shapes suite is for (its keys are model.width/layers)
 
 
 def parse_args(argv=None):
@@ -153,6 +171,8 @@ def parse_args(argv=None):
     a.num = a.num or (32 if a.quick else 256)
     a.sample_steps = a.sample_steps or (10 if a.quick else 50)
     a.variants, a.name = SUITES[a.suite]
+    if a.suite == "shapes":  # one results file per baseline config: shapes-tiny-ar.json, shapes-tiny-mdlm.json
+        a.name = f"shapes-{Path(a.config).stem}"
     a.runs = Path(a.runs or (B.RESULTS / "quick" / f"{a.name}-runs" if a.quick else B.ROOT / "runs" / a.name))
     a.out = Path(a.out or (B.RESULTS / "quick" if a.quick else B.RESULTS))
     return a
@@ -185,15 +205,20 @@ def evaluate_run(name: str, run: Path, ev, a, grid: str | None = None) -> dict:
 
     model = load_model(run, device=a.device_resolved)
     t0 = time.time()
-    recs = generate(model, num=a.num, steps=a.sample_steps, noise_scale=a.noise_scale, solver=a.solver,
-                    seed=a.sample_seed, grid=grid)
+    if model.cfg.algo in BASELINE_ALGOS:  # the baselines sample at their config's own settings
+        recs = generate(model, num=a.num, seed=a.sample_seed)
+    else:
+        recs = generate(model, num=a.num, steps=a.sample_steps, noise_scale=a.noise_scale, solver=a.solver,
+                        seed=a.sample_seed, grid=grid)
     sample_s = time.time() - t0
     write_samples(recs, run / f"ablation-samples{'-' + name.split('@')[1] if '@' in name else ''}.jsonl")
     row = ev.evaluate([r["text"] for r in recs], desc=f"scoring {name}")
     stats = B.train_stats(run)
-    out = {"variant": name, "run": str(run), "checkpoint": model.checkpoint, "seed": model.cfg.train.seed,
+    counts = model.param_counts()
+    params = {"trainable": counts["embedding"] + counts["non_embedding"], **counts}
+    out = {"variant": name, "run": str(run), "checkpoint": model.checkpoint, "seed": model.cfg.train.seed, "params": params,
            "steps": model.cfg.train.steps, "recipe": model.cfg.to_dict()["recipe"], "sample_s": sample_s,
-           "sec_per_sample": recs[0]["sec_per_sample"], "grid": recs[0]["grid"], "metrics": row, **stats}
+           "sec_per_sample": recs[0]["sec_per_sample"], "grid": recs[0].get("grid"), "metrics": row, **stats}
     del model
     gc.collect()
     return out
@@ -221,16 +246,25 @@ PAPER_COLS = COLS[:4] + [COLS[7], COLS[9]] + [
     (f"den/triv a={a}", (lambda k: lambda r: r.get("valid", {}).get(k))(f"den_ratio_a{a[2:]}"), "{:.3f}")
     for a in ("0.80", "0.50", "0.30", "0.20")] + [
     ("train tok/s", lambda r: r.get("train_tok_s_median"), "{:.0f}"), COLS[10]]
+# the shapes suite (AR, MDLM): the held-out loss the LR sweep picks by (AR NLL, MDLM NELBO, nats per token)
+SHAPE_COLS = COLS[:5] + [
+    ("val loss", lambda r: r.get("valid", {}).get("loss"), "{:.4f}"),
+    ("val PPL", lambda r: r.get("valid", {}).get("ppl"), "{:.1f}"),
+    ("trainable M", lambda r: r["params"]["trainable"] / 1e6 if r.get("params") else None, "{:.2f}"),
+    ("non-emb M", lambda r: r["params"]["non_embedding"] / 1e6 if r.get("params") else None, "{:.2f}"),
+    ("train tok/s", lambda r: r.get("train_tok_s_median"), "{:.0f}"), COLS[10]]
 
 
-def seed_noise(rows: dict) -> list[str]:
+def seed_noise(rows: dict, cols=None) -> list[str]:
+    """One line per pair of seeds run: the sample and validation columns of both."""
+    cols = cols or COLS[:4] + COLS[5:10]
     lines = []
     for a, b in (("full", "full-seed2"), ("naive", "naive-seed2"), ("paper", "paper-seed2"),
                  ("old-defaults", "old-defaults-seed2"), ("base", "base-seed2"), ("latent-d32", "latent-d32-seed2"), ("paper-std1", "paper-std1-seed2"),
                  ("paper-std0.5", "paper-std0.5-seed2")):
         if a in rows and b in rows:
             parts = []
-            for name, get, fmt in COLS[:4] + COLS[5:10]:
+            for name, get, fmt in cols:
                 x, y = get(rows[a]), get(rows[b])
                 if x is not None and y is not None:
                     parts.append(f"{name} {fmt.format(x)} / {fmt.format(y)}")
@@ -240,14 +274,17 @@ def seed_noise(rows: dict) -> list[str]:
 
 def suite_of(res: dict) -> str:
     """The suite a results file was made by (its `benchmark` is the suite's file name)."""
-    return next((k for k, (_, name) in SUITES.items() if name == res.get("benchmark")), "ablation")
+    bench = res.get("benchmark", "")
+    if bench.startswith("shapes-"):
+        return "shapes"
+    return next((k for k, (_, name) in SUITES.items() if name == bench), "ablation")
 
 
 def table(res: dict) -> list[str]:
     """The results table: the data row, then every variant run, in the suite's variant order."""
     suite = suite_of(res)
     rows = {r["variant"]: r for r in res["rows"]}
-    cols = PAPER_COLS if suite in ("paper", "levers") else COLS
+    cols = {"paper": PAPER_COLS, "levers": PAPER_COLS, "shapes": SHAPE_COLS}.get(suite, COLS)
     n_data = 4 if suite in ("paper", "levers") else 5  # the sample-set columns (gen-PPL ... unique) the data row also has
     lines = [B.evaluator_caption((res.get("eval_settings") or {}).get("evaluator"), res.get("protocol")), "",
              "| variant | change | seed | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 3)]
@@ -271,7 +308,8 @@ def markdown(res: dict) -> str:
     rows = {r["variant"]: r for r in res["rows"]}
     m = res["machine"]
     title = {"paper": "LDLM: the paper's recipe against the old defaults",
-             "levers": "LDLM: quality levers at the CPU budget, one change each"}.get(suite, "LDLM recipe ablation")
+             "levers": "LDLM: quality levers at the CPU budget, one change each",
+             "shapes": f"Baseline shapes: `{Path(res['settings']['config']).name}`, one change each"}.get(suite, "LDLM recipe ablation")
     lines = [f"# {title}", "",
              f"- command: `{m['command']}`",
              f"- machine: {B.describe_machine(m)}; load average at start {m.get('loadavg_1_5_15')}",
@@ -282,16 +320,18 @@ def markdown(res: dict) -> str:
              f"{res['settings']['solver']}, noise scale {res['settings']['noise_scale']}, seed {res['settings']['sample_seed']}",
              f"- evaluation: protocol {res['protocol']}, evaluator {evaluator_name(res['eval_settings'].get('evaluator'))}, "
              f"references: {res['eval_settings']['references']}",
-             "- val columns: last validation pass of the run (EMA weights): diffusion MSE, its ratio to the "
-             "input-blind predictor's (1 = learned nothing), token reconstruction accuracy of decode(encode(x)), "
-             "mean cross-sequence latent cosine and effective rank across the batch as a share of its maximum "
-             "(collapse: cosine near 1, rank near 0)",
+             "- val columns: last validation pass of the run (EMA weights): " + (
+                 "the held-out loss (AR: NLL, MDLM: NELBO, nats per real token; what the LR sweep picks by) and its "
+                 "exponential; parameters as `blocks.param_counts` counts them" if suite == "shapes" else
+                 "diffusion MSE, its ratio to the input-blind predictor's (1 = learned nothing), token "
+                 "reconstruction accuracy of decode(encode(x)), mean cross-sequence latent cosine and effective "
+                 "rank across the batch as a share of its maximum (collapse: cosine near 1, rank near 0)"),
              "", *table(res)]
     order = list(SUITES[suite][0](0, res["settings"]["two_stage"]))
     missing = [n for n in order if n not in rows]
     if missing:
         lines += ["", f"Not run: {', '.join(missing)}."]
-    noise = seed_noise(rows)
+    noise = seed_noise(rows, SHAPE_COLS[:4] + SHAPE_COLS[5:7] if suite == "shapes" else None)
     if noise:
         lines += ["", "Seed noise (differences smaller than these are not evidence):", *noise]
     na = {f"{n}: {k}: {why}" for n, r in rows.items() for k, why in r["metrics"].get("unavailable", {}).items()}
@@ -322,6 +362,9 @@ def main(argv=None) -> dict:
     from ldlm.evaluation import PROTOCOL, build_references, make_evaluation
 
     base = load_config(a.config, ([f"train.steps={a.steps}"] if a.steps else []) + list(a.set))
+    if a.suite == "shapes" and base.algo not in BASELINE_ALGOS:
+        sys.exit(f"--suite shapes is for the baselines ({', '.join(BASELINE_ALGOS)}); {a.config} is algo "
+                 f"'{base.algo}': pass --config configs/tiny-ar.yaml or configs/tiny-mdlm.yaml")
     refs, refs_b, note = build_references("valid", base, a.num, [], 0)
     ev = make_evaluation(a.eval_lm, refs, refs_b, note, seed=0, device=device, batch_size=16, threads=a.threads)
     settings = {"config": a.config, "steps": base.train.steps, "seed": a.seed, "two_stage": a.two_stage,

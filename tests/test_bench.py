@@ -258,6 +258,49 @@ def test_ablation_script_quick_end_to_end(random_lm, tmp_path):
     assert [r["metrics"]["gen_ppl"] for r in again["rows"]] == [r["metrics"]["gen_ppl"] for r in res["rows"]]
 
 
+def test_shapes_suite_trains_baseline_shapes_and_refuses_an_ldlm_config(root, random_lm, tmp_path):
+    cfg = str(Path(root) / "configs" / "micro-ar.yaml")
+    args = ["--suite", "shapes", "--config", cfg, "--only", "base,wide", "--num", "8", "--threads", "1",
+            "--eval-lm", random_lm, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path),
+            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.steps=3"]
+    res = ablation.main(args)
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert res["benchmark"] == "shapes-micro-ar" and set(rows) == {"base", "wide"}
+    # each variant changes only its own key: the wider net (384 against micro-ar's 64) has more weights
+    assert rows["wide"]["params"]["non_embedding"] > rows["base"]["params"]["non_embedding"] > 0
+    assert rows["wide"]["steps"] == rows["base"]["steps"] == 3
+    for r in rows.values():
+        assert r["valid"]["loss"] > 0 and r["metrics"]["gen_ppl"] > 1
+    table = (tmp_path / "shapes-micro-ar.md").read_text()
+    assert table.startswith("# Baseline shapes: `micro-ar.yaml`") and "| wide | width 384" in table
+    assert "val loss" in table and "NLL" in table
+    with pytest.raises(SystemExit, match="for the baselines"):
+        ablation.main(["--suite", "shapes", "--config", str(Path(root) / "configs" / "micro.yaml"), "--runs",
+                       str(tmp_path / "runs2"), "--out", str(tmp_path), "--eval-lm", random_lm])
+
+
+def test_other_corpus_keeps_prose_paragraphs_as_passages_of_whole_sentences(tmp_path):
+    import other_corpus
+
+    pkg = tmp_path / "src" / "pkg"
+    (pkg / "tests").mkdir(parents=True)
+    prose = ("The parser reads one line at a time. It keeps the state of every open block between calls. "
+             "When the input ends early, the caller gets the blocks that were closed so far.")
+    (pkg / "mod.py").write_text(f'"""{prose}\n\nExample::\n\n    >>> parse(x)\n    1\n"""\n\n'
+                                'def f():\n    """x = y + 1; return z"""\n', encoding="utf-8")
+    (pkg / "tests" / "test_mod.py").write_text(f'"""{prose} Tests are left out."""\n', encoding="utf-8")
+    (pkg / "broken.py").write_text("def (:\n", encoding="utf-8")  # unparsable files are skipped
+    out = other_corpus.build([tmp_path / "src"], passage_words=12)
+    assert out == ["The parser reads one line at a time. It keeps the state of every open block between calls.",
+                   "When the input ends early, the caller gets the blocks that were closed so far."]
+    assert other_corpus.is_prose(prose) and not other_corpus.is_prose("x = y + 1; return z, w, q, r, s, t.")
+    corpus = tmp_path / "c.txt"
+    other_corpus.main(["--root", str(tmp_path / "src"), "--passage-words", "12", "--out", str(corpus)])
+    assert corpus.read_text(encoding="utf-8").splitlines() == out
+    with pytest.raises(SystemExit, match="no prose docstrings"):
+        other_corpus.main(["--root", str(pkg / "tests" / "nothing"), "--out", str(tmp_path / "d.txt")])
+
+
 def test_ablation_seed_sets_every_run_and_second_seed_rows_add_one():
     a = ablation.parse_args(["--seed", "3", "--steps", "7"])
     vs = ablation.variants(a.seed, a.two_stage)
