@@ -14,7 +14,7 @@ a view) and the closing marker:
     ...
     <!-- /report -->
 
-Each JSON names what made it ("benchmark"): speed, frontier, ablation (and paper-recipe, levers), params, lr-sweep,
+Each JSON names what made it ("benchmark"): speed, frontier, ablation (and paper-recipe, levers, shapes-*), params, lr-sweep,
 eval-sanity, quality, conditional (the script of that name renders it) or baselines (`--collect`: a run's parameter counts, learning rate, output
 vocabulary, training speed and final validation line from its folder, and `ldlm eval`'s metrics from
 its eval.json if there is one). Views: `table` (the table alone, no machine/command lines); ablation
@@ -54,7 +54,7 @@ def render(path: str | Path, view: str | None = None) -> str:
         import frontier
 
         return frontier.markdown(res, header=header)
-    if kind in ("ablation", "paper-recipe", "levers"):  # the suites of bench/ablation.py
+    if kind in ("ablation", "paper-recipe", "levers") or str(kind).startswith("shapes-"):  # bench/ablation.py's suites
         import ablation
 
         return "\n".join(ablation.table(res)) + "\n" if view == "table" else ablation.markdown(res)
