@@ -19,6 +19,7 @@ re-scored, so runs can be added one at a time. Writes quality.json and quality.m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -141,7 +142,7 @@ def markdown(res: dict, header: bool = True) -> str:
     lines = []
     if header:
         lines += ["# Sample quality at the CPU budget", "",
-                  f"- command: `{res['command']}`",
+                  f"- command: `{res['command']}`" + "".join(f"; rows kept from `{c}`" for c in res.get("earlier_commands", [])),
                   f"- machine: {B.describe_machine(res['machine'])}",
                   f"- date: {res['date']}; commit {res['machine'].get('commit')}",
                   f"- references: {res['eval_settings']['references']}", ""]
@@ -222,7 +223,12 @@ def main(argv=None) -> dict:
         res["rows"] = list(rows.values())
         B.write_json(jpath, res)
     res["rows"] = list(rows.values())
-    res["checks"] = {name: (label, check(rows[label], res["data"], TARGETS[name])) for name, label in a.targets.items()}
+    # an earlier command's rows are kept, so are its target checks and its command line (of rows still there)
+    prev = json.loads(jpath.read_text(encoding="utf-8")) if old_rows else {}
+    res["checks"] = {name: (label, c) for name, (label, c) in prev.get("checks", {}).items() if label in rows}
+    res["checks"].update({name: (label, check(rows[label], res["data"], TARGETS[name]))
+                          for name, label in a.targets.items()})
+    res["earlier_commands"] = [c for c in [*prev.get("earlier_commands", []), prev.get("command")] if c]
     B.write_json(jpath, res)
     (a.out / "quality.md").write_text(markdown(res), encoding="utf-8")
     B.log(f"written: {jpath}, {a.out / 'quality.md'}")

@@ -501,6 +501,11 @@ def test_quality_script_quick_end_to_end_with_the_autoencoder_row(random_lm, tmp
     assert "| data (references) |" in md and "| ldlm (autoencoder) |" in md and "Targets **demo** (row `ldlm`)" in md
     again = quality.main(args)  # same checkpoints and settings: kept, not re-sampled
     assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in res["rows"]]
+    # a later command with another target keeps the earlier check and names the earlier command
+    third = quality.main([*args[:-2], "--target", "small=ar"])
+    assert set(third["checks"]) == {"demo", "small"} and third["checks"]["small"][0] == "ar"
+    assert third["earlier_commands"] and "--target demo=ldlm" in third["earlier_commands"][-1]
+    assert "Targets **demo**" in (tmp_path / "quality.md").read_text() and "rows kept from" in (tmp_path / "quality.md").read_text()
 
 
 def test_reconstruct_round_trips_text_through_the_autoencoder_only(micro_cfg, root):
