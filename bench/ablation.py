@@ -316,8 +316,11 @@ def markdown(res: dict) -> str:
              f"- date: {m['date']}; commit {m['commit']}",
              f"- config: `{res['settings']['config']}`, {res['settings']['steps']} training steps per run, "
              f"same data and seed unless the row says otherwise",
-             f"- sampling: {res['settings']['num']} samples, {res['settings']['sample_steps']} steps, solver "
-             f"{res['settings']['solver']}, noise scale {res['settings']['noise_scale']}, seed {res['settings']['sample_seed']}",
+             (f"- sampling: {res['settings']['num']} samples at the config's own settings (`sample` section; AR: "
+              f"temperature 1, top-p 1; MDLM: its steps, temperature 1), seed {res['settings']['sample_seed']}"
+              if suite == "shapes" else
+              f"- sampling: {res['settings']['num']} samples, {res['settings']['sample_steps']} steps, solver "
+              f"{res['settings']['solver']}, noise scale {res['settings']['noise_scale']}, seed {res['settings']['sample_seed']}"),
              f"- evaluation: protocol {res['protocol']}, evaluator {evaluator_name(res['eval_settings'].get('evaluator'))}, "
              f"references: {res['eval_settings']['references']}",
              "- val columns: last validation pass of the run (EMA weights): " + (
