@@ -59,6 +59,9 @@ def main(argv=None) -> dict:
         log = Path(tmp) / "demo.log"
         info = B.machine_info("cpu")
         info["loadavg_before"] = info.pop("loadavg_1_5_15", None)
+        # what was timed is the clone, i.e. the committed HEAD, not this working tree (machine_info's commit)
+        info["commit"] = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], check=True,
+                                        capture_output=True, text=True).stdout.strip()
         setup_s = timed(["make", "setup"], clone, env, log)
         demo_s = timed(["make", "demo"], clone, env, log)
         ev = json.loads((clone / "runs" / "demo" / "eval.json").read_text(encoding="utf-8"))
