@@ -207,6 +207,8 @@ def main(argv=None) -> dict:
     settings = {"num": a.num, "seed": a.seed, "steps": a.steps, "references": note}
     jpath = a.out / "quality.json"
     old_rows = B.kept_rows(jpath, settings, "label")
+    # read before the loop below rewrites the file: an earlier command's checks and command line are kept too
+    prev = json.loads(jpath.read_text(encoding="utf-8")) if old_rows else {}
     res = {"benchmark": "quality", "protocol": PROTOCOL, "machine": B.machine_info(a.device_resolved),
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "eval_settings": ev.settings,
            "command": "bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -223,8 +225,6 @@ def main(argv=None) -> dict:
         res["rows"] = list(rows.values())
         B.write_json(jpath, res)
     res["rows"] = list(rows.values())
-    # an earlier command's rows are kept, so are its target checks and its command line (of rows still there)
-    prev = json.loads(jpath.read_text(encoding="utf-8")) if old_rows else {}
     res["checks"] = {name: (label, c) for name, (label, c) in prev.get("checks", {}).items() if label in rows}
     res["checks"].update({name: (label, check(rows[label], res["data"], TARGETS[name]))
                           for name, label in a.targets.items()})
