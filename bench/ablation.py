@@ -259,9 +259,9 @@ def seed_noise(rows: dict, cols=None) -> list[str]:
     """One line per pair of seeds run: the sample and validation columns of both."""
     cols = cols or COLS[:4] + COLS[5:10]
     lines = []
-    for a, b in (("full", "full-seed2"), ("naive", "naive-seed2"), ("paper", "paper-seed2"),
-                 ("old-defaults", "old-defaults-seed2"), ("base", "base-seed2"), ("latent-d32", "latent-d32-seed2"), ("paper-std1", "paper-std1-seed2"),
-                 ("paper-std0.5", "paper-std0.5-seed2")):
+    # every suite names a second seed of variant X "X-seed2"
+    for b in rows:
+        a = b[:-len("-seed2")] if b.endswith("-seed2") else None
         if a in rows and b in rows:
             parts = []
             for name, get, fmt in cols:
@@ -348,6 +348,13 @@ def write_report(a, res: dict) -> None:
     (a.out / f"{a.name}.md").write_text(markdown(res), encoding="utf-8")
 
 
+def _merged_rows(old_rows: dict, new_rows: list, allv: dict) -> list:
+    """Earlier rows with this run's rows over them, in the suite's variant order."""
+    merged = {**old_rows, **{r["variant"]: r for r in new_rows}}
+    order = list(allv)
+    return sorted(merged.values(), key=lambda r: order.index(r["variant"]) if r["variant"] in order else len(order))
+
+
 def main(argv=None) -> dict:
     a = parse_args(argv)
     B.set_threads(a.threads)
@@ -374,7 +381,6 @@ def main(argv=None) -> dict:
                 "num": a.num, "sample_steps": a.sample_steps, "noise_scale": a.noise_scale, "solver": a.solver,
                 "sample_seed": a.sample_seed, "set": a.set}
     jpath = a.out / f"{a.name}.json"
-    old_rows = B.kept_rows(jpath, settings, "variant")
     res = {"benchmark": a.name, "protocol": PROTOCOL, "machine": B.machine_info(device), "settings": settings,
            "changes": {n: c for n, (c, _) in allv.items()}, "overrides": {n: o for n, (_, o) in allv.items()},
            "eval_settings": ev.settings, "data": ev.data_row(), "rows": []}
@@ -397,11 +403,12 @@ def main(argv=None) -> dict:
         mt = row["metrics"]
         B.log(f"[{name}] gen-PPL {_f(mt.get('gen_ppl'), '{:.1f}')}, entropy {_f(mt.get('entropy'), '{:.3f}')}, "
               f"MAUVE {_f(mt.get('mauve'), '{:.3f}')}, recon {_f(row.get('valid', {}).get('recon_acc'), '{:.3f}')}")
-        # rows of variants not run this time (--only) but finished earlier with the same settings are kept
-        merged = {**old_rows, **{r["variant"]: r for r in res["rows"]}}
-        B.write_json(jpath, {**res, "rows": list(merged.values())})
-        write_report(a, {**res, "rows": list(merged.values())})
-    res["rows"] = list({**old_rows, **{r["variant"]: r for r in res["rows"]}}.values())
+        # rows of variants not run this time (--only) but finished earlier with the same settings are kept;
+        # re-read just before writing, so two processes running other variants into one --out keep each other's
+        merged = _merged_rows(B.kept_rows(jpath, settings, "variant"), res["rows"], allv)
+        B.write_json(jpath, {**res, "rows": merged})
+        write_report(a, {**res, "rows": merged})
+    res["rows"] = _merged_rows(B.kept_rows(jpath, settings, "variant"), res["rows"], allv)
     res["wall_s"] = time.time() - t0
     B.write_json(jpath, res)
     write_report(a, res)

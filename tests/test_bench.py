@@ -1,5 +1,6 @@
 """The benchmark scripts: their rules (headline ratio, converse match, statistics, ablation variants and
 resume check) without models, and each script end to end on micro models (--quick, a random evaluator)."""
+import json
 import math
 import sys
 from pathlib import Path
@@ -256,6 +257,35 @@ def test_ablation_script_quick_end_to_end(random_lm, tmp_path):
     assert "| full | full recipe | 0 |" in table and "| naive |" in table
     again = ablation.main(args)  # finished runs are not retrained or re-scored
     assert [r["metrics"]["gen_ppl"] for r in again["rows"]] == [r["metrics"]["gen_ppl"] for r in res["rows"]]
+
+
+def test_ablation_runs_into_one_out_keep_each_others_rows(monkeypatch, random_lm, tmp_path):
+    """Two processes with other --only lists share --out (the 2000-step re-test ran rows in pairs): a row the
+    other one wrote while this one was training or scoring survives this one's writes."""
+    args = ["--quick", "--threads", "1", "--eval-lm", random_lm, "--runs", str(tmp_path / "runs"), "--out",
+            str(tmp_path), "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+
+    def fake_run(name, overrides, a, device):  # no training: the merge is what is under test
+        run = a.runs / name
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "latest").write_text("step_1")
+        return run
+
+    def fake_eval(name, run, ev, a, grid=None):
+        if name == "full":  # the other process finishes naive while this one scores full
+            ablation.main(args + ["--only", "naive"])
+        gen_ppl = {"full": 100.0, "naive": 900.0, "full-seed2": 120.0}[name]
+        return {"variant": name, "seed": 0, "metrics": {"gen_ppl": gen_ppl, "entropy": 3.0}, "valid": {}}
+
+    monkeypatch.setattr(ablation, "run_variant", fake_run)
+    monkeypatch.setattr(ablation, "evaluate_run", fake_eval)
+    res = ablation.main(args + ["--only", "full-seed2,full"])
+    assert [r["variant"] for r in res["rows"]] == ["full", "naive", "full-seed2"]  # the suite's order
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert [r["variant"] for r in saved["rows"]] == ["full", "naive", "full-seed2"]
+    # a variant and its second seed are paired by name, in every suite
+    noise = ablation.seed_noise({r["variant"]: r for r in saved["rows"]})
+    assert noise == ["- `full` vs `full-seed2` (two seeds): gen-PPL 100.0 / 120.0; entropy 3.000 / 3.000"]
 
 
 def test_shapes_suite_trains_baseline_shapes_and_refuses_an_ldlm_config(root, random_lm, tmp_path):
