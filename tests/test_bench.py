@@ -531,9 +531,12 @@ def test_quality_script_quick_end_to_end_with_the_autoencoder_row(random_lm, tmp
     assert "| data (references) |" in md and "| ldlm (autoencoder) |" in md and "Targets **demo** (row `ldlm`)" in md
     again = quality.main(args)  # same checkpoints and settings: kept, not re-sampled
     assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in res["rows"]]
-    # a later command with another target keeps the earlier check and names the earlier command
-    third = quality.main([*args[:-2], "--target", "small=ar"])
-    assert set(third["checks"]) == {"demo", "small"} and third["checks"]["small"][0] == "ar"
+    # a later command that scores a new row, with another target, keeps the earlier rows and check and names
+    # the earlier command (scoring rewrites the file before the checks are made)
+    third = quality.main([*args[:-2], "--run", f"again={rows['ldlm']['run']}", "--target", "small=again"])
+    assert [r["label"] for r in third["rows"]] == labels + ["again", "again (autoencoder)"]
+    assert set(third["checks"]) == {"demo", "small"} and third["checks"]["small"][0] == "again"
+    assert list(third["checks"]["demo"]) == list(res["checks"]["demo"])  # the earlier check, unchanged
     assert third["earlier_commands"] and "--target demo=ldlm" in third["earlier_commands"][-1]
     assert "Targets **demo**" in (tmp_path / "quality.md").read_text() and "rows kept from" in (tmp_path / "quality.md").read_text()
 
