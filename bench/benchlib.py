@@ -172,10 +172,12 @@ def log(*a) -> None:
 
 
 def write_json(path: Path, obj) -> None:
+    """Write `obj` as JSON through a temporary file named by the process id, then rename: a reader never
+    sees half a file, and two processes writing one results file cannot mix their bytes."""
+    from ldlm.checkpoint import write_text_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------- training runs

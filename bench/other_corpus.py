@@ -97,9 +97,9 @@ def main(argv=None) -> list[str]:
         sys.exit(f"no prose docstrings found under {', '.join(map(str, roots))}; pass --root to a Python source tree")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(corpus) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    from ldlm.checkpoint import write_text_atomic
+
+    write_text_atomic(out, "\n".join(corpus) + "\n")  # a half-written corpus never replaces a good one
     n_words = sum(len(x.split()) for x in corpus)
     print(f"{out}: {len(corpus)} passages, {n_words} words, from {', '.join(map(str, roots))}")
     return corpus
