@@ -156,11 +156,12 @@ def test_ablation_variants_are_valid_configs(root):
     from ldlm.config import load_config
 
     vs = ablation.variants(0, 0.5)
-    assert {"full", "naive", "ce-decoder", "no-warmup", "uniform-t", "no-dec-noise", "two-stage", "full-seed2",
-            "naive-seed2"} == set(vs)
+    assert {"full", "naive", "ce-decoder", "no-warmup", "uniform-t", "no-dec-noise", "two-stage", "paper",
+            "full-seed2", "naive-seed2"} == set(vs)
     cfgs = {n: load_config(str(Path(root) / "configs" / "tiny.yaml"), o) for n, (_, o) in vs.items()}
     assert cfgs["two-stage"].recipe.two_stage == 0.5 and cfgs["full-seed2"].train.seed == 1
     assert cfgs["naive"].recipe.decoder_loss == "ce" and cfgs["naive"].recipe.timesteps == "uniform"
+    assert cfgs["paper"].recipe.decoder_loss == "mse" and cfgs["paper"].recipe.dec_noise_std == 3.0
     assert ablation.config_diff(cfgs["full"].to_dict(), cfgs["full"].to_dict()) == []
     assert ablation.config_diff(cfgs["full"].to_dict(), cfgs["uniform-t"].to_dict()) == ["recipe.timesteps"]
     # sampling settings do not change a trained run; a key a saved run lacks takes its default
