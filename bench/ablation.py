@@ -351,6 +351,43 @@ def markdown(res: dict) -> str:
 
 def write_report(a, res: dict) -> None:
     (a.out / f"{a.name}.md").write_text(markdown(res), encoding="utf-8")
+    plot_curves(a.out / f"{a.name}-curves.png", res)
+
+
+# the panels of the curves plot: validation key, title (a panel is drawn when some row has the key)
+CURVE_PANELS = [("recon_acc", "reconstruction accuracy (decode(encode(x)))"),
+                ("latent_erank", "latent effective rank (share of max)"),
+                ("den_ratio_a30", "denoising error / mean predictor's, alpha = 0.3"),
+                ("loss", "validation loss (nats per token)")]
+
+
+def plot_curves(path: Path, res: dict) -> None:
+    """One line per variant over the training steps, one panel per validation figure its rows have."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in res["rows"] if r.get("valid_curve")]
+    panels = [(k, t) for k, t in CURVE_PANELS if any(k in p for r in rows for p in r["valid_curve"])]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for r in rows:
+            pts = [(p["step"], p[key]) for p in r["valid_curve"] if key in p]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=r["variant"])
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{res['benchmark']}: validation passes, {res['settings']['steps']} steps", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def _merged_rows(old_rows: dict, new_rows: list, allv: dict) -> list:
@@ -401,6 +438,8 @@ def main(argv=None) -> dict:
             saved = json.loads(done.read_text())
             if saved.get("key") == key:
                 row = saved["row"]
+                if "valid_curve" not in row:  # scored before rows kept their curves
+                    row["valid_curve"] = B.train_stats(run)["valid_curve"]
         if row is None:
             row = evaluate_run(name, run, ev, a, grid)
             B.write_json(done, {"key": key, "row": row})

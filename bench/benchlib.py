@@ -233,6 +233,15 @@ def train_run(cfg, run: Path, name: str, missing: str | None = None) -> Path:
     return run
 
 
+# the validation figures a results file keeps for every pass (the curves behind its last line)
+CURVE_KEYS = ("step", "loss", "diff_ratio", "recon_acc", "latent_cos", "latent_erank", "den_ratio_a50", "den_ratio_a30")
+
+
+def valid_curve(valid: list[dict]) -> list[dict]:
+    """The run's validation passes, each cut to CURVE_KEYS (those it has)."""
+    return [{k: r[k] for k in CURVE_KEYS if r.get(k) is not None} for r in valid]
+
+
 def train_stats(run: Path) -> dict:
     """The run's last validation line, training wall time, median tokens/s and last training losses."""
     import statistics
@@ -240,7 +249,7 @@ def train_stats(run: Path) -> dict:
     from ldlm.plots import read_metrics
 
     train, valid = read_metrics(run)
-    out = {"valid": valid[-1] if valid else {}}
+    out = {"valid": valid[-1] if valid else {}, "valid_curve": valid_curve(valid)}
     if train:
         # 'elapsed' restarts at 0 when a run is resumed: add up the segments
         wall, prev = 0.0, 0.0

@@ -256,6 +256,11 @@ def test_ablation_script_quick_end_to_end(random_lm, tmp_path):
         assert r["metrics"]["gen_ppl"] > 1 and r["valid"]["step"] == r["steps"] and 0 < r["valid"]["latent_erank"] <= 1
     table = (tmp_path / "ablation.md").read_text()
     assert "| full | full recipe | 0 |" in table and "| naive |" in table
+    for r in rows.values():  # every validation pass is kept, and plotted
+        curve = r["valid_curve"]
+        assert [p["step"] for p in curve] == sorted(p["step"] for p in curve) and curve[-1]["step"] == r["steps"]
+        assert curve[-1]["recon_acc"] == r["valid"]["recon_acc"]
+    assert (tmp_path / "ablation-curves.png").read_bytes()[:4] == b"\x89PNG"
     again = ablation.main(args)  # finished runs are not retrained or re-scored
     assert [r["metrics"]["gen_ppl"] for r in again["rows"]] == [r["metrics"]["gen_ppl"] for r in res["rows"]]
 
