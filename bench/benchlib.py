@@ -234,7 +234,8 @@ def train_run(cfg, run: Path, name: str, missing: str | None = None) -> Path:
 
 
 # the validation figures a results file keeps for every pass (the curves behind its last line)
-CURVE_KEYS = ("step", "loss", "diff_ratio", "recon_acc", "latent_cos", "latent_erank", "den_ratio_a50", "den_ratio_a30")
+CURVE_KEYS = ("step", "loss", "diff_ratio", "recon_acc", "dec_mse", "latent_cos", "latent_erank", "den_ratio_a50",
+              "den_ratio_a30")
 
 
 def valid_curve(valid: list[dict]) -> list[dict]:
