@@ -368,6 +368,8 @@ def plot_curves(path: Path, res: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ldlm.plots import save_png
+
     rows = [r for r in res["rows"] if r.get("valid_curve")]
     panels = [(k, t) for k, t in CURVE_PANELS if any(k in p for r in rows for p in r["valid_curve"])]
     if not panels:
@@ -384,10 +386,7 @@ def plot_curves(path: Path, res: dict) -> None:
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{res['benchmark']}: validation passes, {res['settings']['steps']} steps", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path, dpi=110)
 
 
 def _merged_rows(old_rows: dict, new_rows: list, allv: dict) -> list:

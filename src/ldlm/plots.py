@@ -22,11 +22,11 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
     return train, valid
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path, dpi: int = 100) -> None:
     """Temp file + rename: a reader (or a kill mid-write) never sees a half-written PNG."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=dpi)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -64,7 +64,7 @@ def plot_training(run_dir: Path) -> list[Path]:
         axes[1].legend(fontsize=8)
     fig.tight_layout()
     out = [run_dir / "curves.png"]
-    _save(fig, out[0])
+    save_png(fig, out[0])
     dens = [r for r in valid if "t_density" in r]
     if dens:
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -79,5 +79,5 @@ def plot_training(run_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         out.append(run_dir / "timesteps.png")
-        _save(fig, out[-1])
+        save_png(fig, out[-1])
     return out
