@@ -297,11 +297,11 @@ def table(res: dict) -> list[str]:
     if data:
         lines.append("| data (references) | held-out text | | " + " | ".join(
             _f(get({"metrics": data}), fmt) if i < n_data else "" for i, (_, get, fmt) in enumerate(cols)) + " |")
-    for name in SUITES[suite][0](0, res["settings"]["two_stage"]):
-        if name in rows:
-            r = rows[name]
-            lines.append(f"| {name} | {res['changes'][name]} | {r['seed']} | "
-                         + " | ".join(_f(get(r), fmt) for _, get, fmt in cols) + " |")
+    for r in _merged_rows(rows, [], SUITES[suite][0](0, res["settings"]["two_stage"])):
+        name = r["variant"]
+        change = res["changes"].get(name) or (
+            f"{res['changes'].get(name[:-len('-seed2')], '?')}, seed {r['seed']}" if name.endswith("-seed2") else "?")
+        lines.append(f"| {name} | {change} | {r['seed']} | " + " | ".join(_f(get(r), fmt) for _, get, fmt in cols) + " |")
     return lines
 
 
@@ -389,11 +389,29 @@ def plot_curves(path: Path, res: dict) -> None:
     save_png(fig, path, dpi=110)
 
 
+def with_second_seeds(allv: dict, names: list[str], seed: int) -> dict:
+    """The suite's variants plus a second seed "X-seed2" of any variant X that `names` asks for and the suite
+    does not list itself (X's overrides with train.seed = seed + 1), placed right after X."""
+    out = {}
+    for n, (change, over) in allv.items():
+        out[n] = (change, over)
+        s2 = f"{n}-seed2"
+        if s2 in names and s2 not in allv and "@" not in n:
+            out[s2] = (f"{change}, seed {seed + 1}", [*over, f"train.seed={seed + 1}"])
+    return out
+
+
 def _merged_rows(old_rows: dict, new_rows: list, allv: dict) -> list:
     """Earlier rows with this run's rows over them, in the suite's variant order."""
     merged = {**old_rows, **{r["variant"]: r for r in new_rows}}
     order = list(allv)
-    return sorted(merged.values(), key=lambda r: order.index(r["variant"]) if r["variant"] in order else len(order))
+
+    def rank(name: str) -> float:  # a second seed the suite does not list goes right after its first
+        if name in order:
+            return order.index(name)
+        base = name[:-len("-seed2")] if name.endswith("-seed2") else None
+        return order.index(base) + 0.5 if base in order else len(order)
+    return sorted(merged.values(), key=lambda r: rank(r["variant"]))
 
 
 def main(argv=None) -> dict:
@@ -401,11 +419,12 @@ def main(argv=None) -> dict:
     B.set_threads(a.threads)
     device = B.pick_device(a.device)
     a.device_resolved = device
-    allv = a.variants(a.seed, a.two_stage)
-    names = list(allv) if not a.only else [n.strip() for n in a.only.split(",") if n.strip()]
+    names = None if not a.only else [n.strip() for n in a.only.split(",") if n.strip()]
+    allv = with_second_seeds(a.variants(a.seed, a.two_stage), names or [], a.seed)
+    names = names or list(allv)
     bad = [n for n in names if n not in allv]
     if bad:
-        sys.exit(f"unknown variant(s) {bad}; choose from {', '.join(allv)}")
+        sys.exit(f"unknown variant(s) {bad}; choose from {', '.join(allv)} (or any of them + '-seed2')")
     a.runs.mkdir(parents=True, exist_ok=True)
     a.out.mkdir(parents=True, exist_ok=True)
 
@@ -448,13 +467,11 @@ def main(argv=None) -> dict:
               f"MAUVE {_f(mt.get('mauve'), '{:.3f}')}, recon {_f(row.get('valid', {}).get('recon_acc'), '{:.3f}')}")
         # rows of variants not run this time (--only) but finished earlier with the same settings are kept;
         # re-read just before writing, so two processes running other variants into one --out keep each other's
+        res["wall_s"] = time.time() - t0
         merged = _merged_rows(B.kept_rows(jpath, settings, "variant"), res["rows"], allv)
         B.write_json(jpath, {**res, "rows": merged})
         write_report(a, {**res, "rows": merged})
-    res["rows"] = _merged_rows(B.kept_rows(jpath, settings, "variant"), res["rows"], allv)
-    res["wall_s"] = time.time() - t0
-    B.write_json(jpath, res)
-    write_report(a, res)
+    res["rows"] = merged
     B.log(f"written: {jpath}, {a.out / (a.name + '.md')} ({res['wall_s']:.0f} s)")
     return res
 

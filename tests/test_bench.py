@@ -280,8 +280,9 @@ def test_ablation_runs_into_one_out_keep_each_others_rows(monkeypatch, random_lm
     def fake_eval(name, run, ev, a, grid=None):
         if name == "full":  # the other process finishes naive while this one scores full
             ablation.main(args + ["--only", "naive"])
-        gen_ppl = {"full": 100.0, "naive": 900.0, "full-seed2": 120.0}[name]
-        return {"variant": name, "seed": 0, "metrics": {"gen_ppl": gen_ppl, "entropy": 3.0}, "valid": {}}
+        gen_ppl = {"full": 100.0, "naive": 900.0, "full-seed2": 120.0, "naive-seed2": 800.0, "two-stage-seed2": 300.0}[name]
+        return {"variant": name, "seed": 1 if name.endswith("seed2") else 0,
+                "metrics": {"gen_ppl": gen_ppl, "entropy": 3.0}, "valid": {}}
 
     monkeypatch.setattr(ablation, "run_variant", fake_run)
     monkeypatch.setattr(ablation, "evaluate_run", fake_eval)
@@ -292,6 +293,14 @@ def test_ablation_runs_into_one_out_keep_each_others_rows(monkeypatch, random_lm
     # a variant and its second seed are paired by name, in every suite
     noise = ablation.seed_noise({r["variant"]: r for r in saved["rows"]})
     assert noise == ["- `full` vs `full-seed2` (two seeds): gen-PPL 100.0 / 120.0; entropy 3.000 / 3.000"]
+    # a second seed the suite does not list is made on request (X's overrides, seed + 1) and sits after X
+    res = ablation.main(args + ["--only", "two-stage-seed2"])
+    assert [r["variant"] for r in res["rows"]] == ["full", "naive", "two-stage-seed2", "full-seed2"]  # after two-stage
+    assert res["overrides"]["two-stage-seed2"] == ["recipe.two_stage=0.5", "train.seed=1"]
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| two-stage-seed2 | two-stage: autoencoder 50% of steps, then frozen, seed 1 | 1 |" in table
+    with pytest.raises(SystemExit, match="unknown variant"):
+        ablation.main(args + ["--only", "nothing-seed2"])
 
 
 def test_shapes_suite_trains_baseline_shapes_and_refuses_an_ldlm_config(root, random_lm, tmp_path):
