@@ -160,6 +160,7 @@ def measure_training(algo, trainer, plan, device) -> dict:
     cfg = trainer.cfg
     trainer.model.train()
     trainer.step = cfg.train.steps // 2
+    trainer.model.step_logs = False  # as on the steps between log lines (no accuracy argmax)
     B.reset_peak(device)
     base = B.current_mb(device)
 

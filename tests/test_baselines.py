@@ -299,6 +299,10 @@ def test_cli_train_sample(root, tmp_path, capsys, algo):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     valid = [r for r in lines if r.get("split") == "valid"][-1]
     assert {"nll": "ar", "nelbo": "mdlm"}.keys() & valid.keys() and math.isfinite(valid["loss"])
+    train_lines = [r for r in lines if "loss" in r and r.get("split") != "valid"]
+    assert train_lines and all(math.isfinite(r["loss"]) for r in train_lines)
+    if algo == "ar":  # its accuracy, computed on the logged steps only
+        assert all(0 <= r["acc"] <= 1 for r in train_lines)
     start = lines[0]
     assert start["algo"] == algo and start["trainable_params"] == start["params"]["trainable"]
     assert start["params"]["embedding"] == 30522 * 64 and start["params"]["frozen"] == 0

@@ -17,6 +17,8 @@ def test_train_resume_sample(tmp_path, root, capsys):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train_lines = [r for r in lines if "loss" in r and r.get("split") != "valid"]
     assert train_lines and all(k in train_lines[-1] for k in ("diff", "dec_ce", "dec_mse", "w_enc", "tok_s"))
+    # the accuracy argmax runs on logged steps only, and every log line has it
+    assert all(0 <= r["dec_acc"] <= 1 for r in train_lines)
     valid = [r for r in lines if r.get("split") == "valid"]
     assert valid and "t_density" in valid[-1] and "diff_trivial" in valid[-1]
 

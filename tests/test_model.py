@@ -199,3 +199,25 @@ def test_tiny_config_states_its_parameter_count(root):
     path = f"{root}/configs/tiny.yaml"
     stated = int(re.search(r"([\d,]+) trainable parameters", open(path).read()).group(1).replace(",", ""))
     assert count_params(setup_model(load_config(path), torch.device("cpu"))) == stated
+
+
+def test_ldlm_loss_leaves_out_the_accuracy_argmax_on_unlogged_steps(root, tmp_path):
+    """The trainer marks the steps whose logs it will read; the others skip the argmax over the vocabulary,
+    and the loss itself does not change."""
+    import torch
+
+    from ldlm.config import load_config
+    from ldlm.data import load_corpus
+    from ldlm.trainer import setup_model
+
+    cfg = load_config(f"{root}/configs/micro.yaml", [f"data.cache_dir={tmp_path / 'cache'}"])
+    model = setup_model(cfg, torch.device("cpu"))
+    model.prepare(load_corpus(cfg.data, model.tokenizer, cfg.model.lm), torch.device("cpu"))
+    batch = model.get_batch("train", torch.arange(4), torch.device("cpu"))
+    out = {}
+    for logged in (True, False):
+        model.step_logs = logged
+        torch.manual_seed(0)
+        out[logged] = model.loss(batch, 0)
+    assert 0 <= float(out[True][1]["dec_acc"]) <= 1 and "dec_acc" not in out[False][1]
+    assert torch.equal(out[True][0], out[False][0])

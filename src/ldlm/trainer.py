@@ -428,6 +428,8 @@ class Trainer:
             lr = lr_at(self.step, tc)
             for group in self.opt.param_groups:
                 group["lr"] = lr
+            # only the last step of a log interval is logged: the others may skip their costly diagnostics
+            self.model.step_logs = (self.step + 1) % tc.log_every == 0 or self.step + 1 == tc.steps
             acc, gnorm, skipped = self._step()
             self.step += 1
             bar.update(1)

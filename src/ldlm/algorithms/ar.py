@@ -70,21 +70,25 @@ class AR(Baseline):
         self.net = baseline_net(cfg, tokenizer)
         self.cls_id, self.sep_id, self.pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
 
-    def _nll(self, ids, mask):
-        """Summed next-token NLL over real targets, their number, and the number predicted correctly."""
+    def _nll(self, ids, mask, accuracy: bool = True):
+        """Summed next-token NLL over real targets, their number, and the number predicted correctly
+        (None unless `accuracy`)."""
         h = self.net(ids[:, :-1], causal=True)
         tgt_mask = mask[:, 1:]
         # the vocabulary-wide head only where there is a target (pads are most of nothing, but free to skip)
         logits = self.net.logits(h[tgt_mask])
         targets = self.net.to_local(ids[:, 1:][tgt_mask])
         nll = F.cross_entropy(logits, targets, reduction="sum")
-        correct = (logits.argmax(-1) == targets).sum()
+        correct = (logits.argmax(-1) == targets).sum() if accuracy else None
         return nll, tgt_mask.sum(), correct
 
     def loss(self, batch, step):
-        nll, n, correct = self._nll(batch["ids"], batch["mask"])
+        nll, n, correct = self._nll(batch["ids"], batch["mask"], accuracy=self.step_logs)
         loss = nll / n
-        return loss, {"loss": loss.item(), "acc": (correct / n).item()}
+        logs = {"loss": loss.detach()}  # tensors: the trainer reads them once per log interval, no sync per step
+        if correct is not None:
+            logs["acc"] = (correct / n).detach()
+        return loss, logs
 
     @torch.no_grad()
     def evaluate(self, batch, generator):

@@ -20,6 +20,9 @@ class Algorithm(nn.Module):
     # `name`); any other sampling flag is an error
     sample_keys: tuple[str, ...] = keys_for(name, "sample")
     suffix_ok = True  # can condition on a suffix (not AR, which writes left to right)
+    # set by the trainer before each step: whether that step's logs will be read (its last before a log line);
+    # when False, `loss` may leave out diagnostics that cost work, such as the argmax behind token accuracy
+    step_logs = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

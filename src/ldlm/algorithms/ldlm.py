@@ -135,14 +135,16 @@ class LDLM(Algorithm):
         r = self.tok_decoder(h)
         return self.readout(r if mask is None else r[mask]).float()
 
-    def _token_ce(self, h: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CE and accuracy of the token decoder on the real tokens ([CLS] ... [SEP]).
+    def _token_ce(self, h: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                  accuracy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """CE and accuracy (None unless `accuracy`) of the token decoder on the real tokens ([CLS] ... [SEP]).
 
         Positions after [SEP] are left out: a sample is cut at its first [SEP], so what the decoder
         puts after it never reaches text, and the vocabulary-wide softmax there would be wasted work."""
         logits = self.token_logits(h, mask)
         target = self.readout.to_local(ids[mask])
-        return F.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean()
+        acc = (logits.argmax(-1) == target).float().mean() if accuracy else None
+        return F.cross_entropy(logits, target), acc
 
     # -- conditioning ---------------------------------------------------------------------
     def given_latents(self, given_tokens: torch.Tensor) -> torch.Tensor:
@@ -244,15 +246,18 @@ class LDLM(Algorithm):
         h_hat = self.decoder(z_dec).float()
         mse = ((h_hat[mask] - h[mask]) ** 2).mean()
         # 'mse': the token loss reaches only the token decoder (stopgrad), so it cannot shape the latents
-        ce, acc = self._token_ce(h_hat.detach() if rc.decoder_loss == "mse" else h_hat, ids, mask)
+        ce, acc = self._token_ce(h_hat.detach() if rc.decoder_loss == "mse" else h_hat, ids, mask,
+                                 accuracy=self.step_logs)
         loss = rc.lambda_ce * ce
-        logs = {"dec_mse": mse.detach(), "dec_ce": ce.detach(), "dec_acc": acc.detach()}
+        logs = {"dec_mse": mse.detach(), "dec_ce": ce.detach()}
+        if acc is not None:
+            logs["dec_acc"] = acc.detach()
         if rc.decoder_loss != "ce":
             loss = loss + rc.lambda_dec * mse
             # the token decoder also reads the frozen LM's own states, which anchors it to the LM's space
             # (optionally on part of the batch: the vocabulary-wide softmax is the most expensive op)
             q = max(1, round(ids.shape[0] * rc.read_fraction))
-            l_read, _ = self._token_ce(h[:q], ids[:q], mask[:q])
+            l_read, _ = self._token_ce(h[:q], ids[:q], mask[:q], accuracy=False)
             loss = loss + rc.lambda_read * l_read
             logs["read_ce"] = l_read.detach()
         return loss, logs

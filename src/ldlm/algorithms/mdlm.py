@@ -69,7 +69,7 @@ class MDLM(Baseline):
         t = eps + (1 - eps) * u
         total, n = self.nelbo(ids, batch["mask"], t)
         loss = total / n
-        return loss, {"loss": loss.item()}
+        return loss, {"loss": loss.detach()}  # read once per log interval
 
     @torch.no_grad()
     def evaluate(self, batch, generator):
