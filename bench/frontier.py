@@ -19,7 +19,7 @@ entropy - tol (gen-PPL alone is gamed by repetition).
 Headline ("at LDLM's best"): MDLM's cost for LDLM's best quality: along each (temperature, top-p)
 curve over steps, the first crossing of LDLM's gen-PPL (interpolated in log gen-PPL vs log steps),
 kept if the entropy there matches by the rule; the cheapest such crossing wins. Both are then timed
-again, interleaved, --timing-repeats times (MDLM at the crossing's steps rounded up); ratio = MDLM
+again, interleaved, --timing-repeats times (0: not re-timed; MDLM at the crossing's steps rounded up); ratio = MDLM
 time / LDLM time, median and min-max over the repeats. If MDLM never reaches it, the JSON and the
 output say so (and give a lower bound).
 
@@ -411,6 +411,8 @@ def markdown(res: dict, header: bool = True) -> str:
     m = res["machine"]
     lines = [f"Machine: {B.describe_machine(m)}; {m['date']}, commit {m['commit']}.", "",
              f"Command: `{m['command']}`", ""] if header else []
+    notes = res.get("notes") or []
+    lines += [f"Note: {n}" for n in notes] + ([""] if notes else [])
     lines += [B.evaluator_caption((res.get("eval_settings") or {}).get("evaluator"), res.get("protocol")), "",
               "| model | setting | gen-PPL | entropy | MAUVE | distinct-2 (set) | ms/sample |",
               "|---|---|---|---|---|---|---|"]
@@ -537,6 +539,9 @@ def main(argv=None) -> dict:
         except (ValueError, KeyError, OSError):
             prev = {}
     t0 = time.time()
+    if a.timing_repeats <= 0:
+        notes.append("--timing-repeats 0: the sweep ran beside other jobs; its ms/sample and time ratios are not speed "
+                     "measurements")
     res = {"benchmark": "frontier", "protocol": PROTOCOL, "quick": a.quick, "machine": B.machine_info(device),
            "runs": runs, "num": a.num, "sample_seed": a.sample_seed, "eval_settings": ev.settings, "notes": notes,
            "data": ev.data_row(), "rows": []}
@@ -575,7 +580,7 @@ def main(argv=None) -> dict:
             if any(m.get("status") == "ok" for m in h[f"vs_{other}"].values()):
                 timed.add(other)
     timed &= set(runs)
-    if timed:
+    if timed and a.timing_repeats > 0:  # 0: no re-timing (a sweep run beside other jobs measures no speed)
         models = {k: load_model(runs[k], device=device) for k in ("ldlm", *sorted(timed))}
         retime(h, models, a)
         del models

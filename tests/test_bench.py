@@ -238,8 +238,13 @@ def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
             assert m["timing"]["ratio"]["n"] == 2
     for f in ("frontier.json", "frontier.csv", "frontier.png"):
         assert (tmp_path / f).stat().st_size > 0
-    again = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path)])
-    assert [r["gen_ppl"] for r in again["rows"]] == [r["gen_ppl"] for r in res["rows"]]  # points reused
+    # points reused; --timing-repeats 0 (a sweep beside other jobs): nothing re-timed, and the table says why
+    again = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path),
+                           "--timing-repeats", "0"])
+    assert [r["gen_ppl"] for r in again["rows"]] == [r["gen_ppl"] for r in res["rows"]]
+    h = again["headline"]
+    assert not any("timing" in m for m in (h, h["at_mdlm_best"], *h["vs_ar"].values(), *h["vs_tencdm"].values()))
+    assert "not speed measurements" in (tmp_path / "frontier.md").read_text()
     (tmp_path / "frontier.png").unlink()
     frontier.main(["--replot", "--out", str(tmp_path)])  # from the JSON alone
     assert (tmp_path / "frontier.png").stat().st_size > 0
