@@ -377,6 +377,8 @@ def plot_title(res: dict, eval_lm: str | None) -> str:
 def ratio_text(m: dict, unit: str) -> str:
     """A match's time ratio: the interleaved re-timing's median and range, or the sweep's single ratio."""
     t = m.get("timing", {}).get("ratio")
+    if m.get("untimed"):
+        return "not timed (--timing-repeats 0)"
     return (f"{t['median']:.2f}x {unit} (min {t['min']:.2f}, max {t['max']:.2f}, n={t['n']})" if t
             else f"{m['ratio_from_sweep']:.2f}x {unit} (from the sweep)")
 
@@ -580,10 +582,13 @@ def main(argv=None) -> dict:
             if any(m.get("status") == "ok" for m in h[f"vs_{other}"].values()):
                 timed.add(other)
     timed &= set(runs)
-    if timed and a.timing_repeats > 0:  # 0: no re-timing (a sweep run beside other jobs measures no speed)
+    if timed and a.timing_repeats > 0:
         models = {k: load_model(runs[k], device=device) for k in ("ldlm", *sorted(timed))}
         retime(h, models, a)
         del models
+    elif a.timing_repeats <= 0:  # a sweep run beside other jobs measures no speed: its matches carry no ratio
+        for m in (h, h["at_mdlm_best"], *(v for o in BASELINES for v in h.get(f"vs_{o}", {}).values())):
+            m["untimed"] = True
     res["headline"] = h
     res["wall_s"] = time.time() - t0
     B.write_json(jpath, res)
