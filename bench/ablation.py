@@ -448,6 +448,7 @@ def main(argv=None) -> dict:
            "changes": {n: c for n, (c, _) in allv.items()}, "overrides": {n: o for n, (_, o) in allv.items()},
            "eval_settings": ev.settings, "data": ev.data_row(), "rows": []}
     t0 = time.time()
+    merged: list = []
     for name in names:
         change, overrides = allv[name]
         run = run_variant(name, overrides, a, device)
