@@ -128,6 +128,9 @@ def lever_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
         # the readout is 56 % of tiny's step FLOPs (bench/flops.py) and L_read on the frozen LM's states is half of
         # it: a quarter of the rows cuts the step's FLOPs by a fifth, if the token decoder keeps its anchor
         "read-0.25": ("L_read on a quarter of the batch's rows", ["recipe.read_fraction=0.25"]),
+        # the ablation's ce-decoder row had better samples than the full recipe at 500 (d = 64, two seeds) and 2000
+        # steps (d = 32), and it drops L_read and the MSE: the readout's cost halves
+        "ce-decoder": ("latent decoder trained by token CE alone (no MSE, no L_read)", ["recipe.decoder_loss=ce"]),
     }
     return {k: (c, LEVER_BASE + o) for k, (c, o) in rows.items()}
 
