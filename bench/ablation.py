@@ -321,8 +321,11 @@ def markdown(res: dict) -> str:
     title = {"paper": "LDLM: the paper's recipe against the old defaults",
              "levers": "LDLM: quality levers at the CPU budget, one change each",
              "shapes": f"Baseline shapes: `{Path(res['settings']['config']).name}`, one change each"}.get(suite, "LDLM recipe ablation")
+    # rows scored by other processes (other --only lists into one --out) keep the command that scored them
+    others = sorted({r["command"] for r in rows.values() if r.get("command") and r["command"] != m["command"]})
     lines = [f"# {title}", "",
-             f"- command: `{m['command']}`",
+             f"- command: `{m['command']}`" + (" (its rows; the others by: " + ", ".join(f"`{c}`" for c in others)
+                                                + ")" if others else ""),
              f"- machine: {B.describe_machine(m)}; load average at start {m.get('loadavg_1_5_15')}",
              f"- date: {m['date']}; commit {m['commit']}",
              f"- config: `{res['settings']['config']}`, {res['settings']['steps']} training steps per run, "
@@ -466,7 +469,7 @@ def main(argv=None) -> dict:
                 if "valid_curve" not in row:  # scored before rows kept their curves
                     row["valid_curve"] = B.train_stats(run)["valid_curve"]
         if row is None:
-            row = evaluate_run(name, run, ev, a, grid)
+            row = {**evaluate_run(name, run, ev, a, grid), "command": res["machine"]["command"]}
             B.write_json(done, {"key": key, "row": row})
         res["rows"].append(row)
         mt = row["metrics"]

@@ -305,6 +305,11 @@ def test_ablation_runs_into_one_out_keep_each_others_rows(monkeypatch, random_lm
     assert res["overrides"]["two-stage-seed2"] == ["recipe.two_stage=0.5", "train.seed=1"]
     table = (tmp_path / "ablation.md").read_text()
     assert "| two-stage-seed2 | two-stage: autoencoder 50% of steps, then frozen, seed 1 | 1 |" in table
+    # each row keeps the command that scored it; the report names the other processes' commands
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert all(r["command"] == saved["machine"]["command"] for r in saved["rows"])
+    saved["rows"][0]["command"] = "bench/ablation.py --only full"
+    assert "(its rows; the others by: `bench/ablation.py --only full`)" in ablation.markdown(saved)
     with pytest.raises(SystemExit, match="unknown variant"):
         ablation.main(args + ["--only", "nothing-seed2"])
 
