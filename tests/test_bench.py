@@ -162,6 +162,9 @@ def test_ablation_variants_are_valid_configs(root):
     assert cfgs["two-stage"].recipe.two_stage == 0.5 and cfgs["full-seed2"].train.seed == 1
     assert cfgs["naive"].recipe.decoder_loss == "ce" and cfgs["naive"].recipe.timesteps == "uniform"
     assert cfgs["paper"].recipe.decoder_loss == "mse" and cfgs["paper"].recipe.dec_noise_std == 3.0
+    # the suite spells out its recipe: a config whose own recipe differs cannot move the full row
+    assert cfgs["full"].recipe.decoder_loss == "mse+ce" and cfgs["ce-decoder"].recipe.decoder_loss == "ce"
+    assert ablation.variants(0, 0.5)["full"][1] == ablation.RECIPE_BASE
     assert ablation.config_diff(cfgs["full"].to_dict(), cfgs["full"].to_dict()) == []
     assert ablation.config_diff(cfgs["full"].to_dict(), cfgs["uniform-t"].to_dict()) == ["recipe.timesteps"]
     # sampling settings do not change a trained run; a key a saved run lacks takes its default
@@ -302,7 +305,7 @@ def test_ablation_runs_into_one_out_keep_each_others_rows(monkeypatch, random_lm
     # a second seed the suite does not list is made on request (X's overrides, seed + 1) and sits after X
     res = ablation.main(args + ["--only", "two-stage-seed2"])
     assert [r["variant"] for r in res["rows"]] == ["full", "naive", "two-stage-seed2", "full-seed2"]  # after two-stage
-    assert res["overrides"]["two-stage-seed2"] == ["recipe.two_stage=0.5", "train.seed=1"]
+    assert res["overrides"]["two-stage-seed2"] == ablation.RECIPE_BASE + ["recipe.two_stage=0.5", "train.seed=1"]
     table = (tmp_path / "ablation.md").read_text()
     assert "| two-stage-seed2 | two-stage: autoencoder 50% of steps, then frozen, seed 1 | 1 |" in table
     # each row keeps the command that scored it; the report names the other processes' commands
