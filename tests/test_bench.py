@@ -241,6 +241,8 @@ def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
             assert m["timing"]["ratio"]["n"] == 2
     for f in ("frontier.json", "frontier.csv", "frontier.png"):
         assert (tmp_path / f).stat().st_size > 0
+    timed_md = (tmp_path / "frontier.md").read_text()
+    assert ("a lower bound on the ratio" in timed_md) == (h["status"] == "mdlm_never_reaches")
     # points reused; --timing-repeats 0 (a sweep beside other jobs): nothing re-timed, and the table says why
     again = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path),
                            "--timing-repeats", "0"])
@@ -249,9 +251,17 @@ def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
     assert not any("timing" in m for m in (h, h["at_mdlm_best"], *h["vs_ar"].values(), *h["vs_tencdm"].values()))
     md = (tmp_path / "frontier.md").read_text()
     assert "not speed measurements" in md and "not timed" in md and "x faster" not in md
+    assert "lower bound" not in md and "ratio_lower_bound_from_sweep" not in h
     (tmp_path / "frontier.png").unlink()
     frontier.main(["--replot", "--out", str(tmp_path)])  # from the JSON alone
     assert (tmp_path / "frontier.png").stat().st_size > 0
+
+
+def test_headline_message_names_a_lower_bound_only_for_a_timed_sweep():
+    h = {"status": "mdlm_never_reaches", "message": "MDLM never reaches it", "lower_bound": "a lower bound on the ratio is X"}
+    assert frontier.headline_message(h) == "MDLM never reaches it; a lower bound on the ratio is X"
+    assert frontier.headline_message({**h, "untimed": True}) == "MDLM never reaches it"
+    assert frontier.headline_message({"status": "unavailable"}) == "unavailable"
 
 
 def test_ablation_script_quick_end_to_end(random_lm, tmp_path):
