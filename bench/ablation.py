@@ -140,6 +140,12 @@ def lever_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
         # the ablation's ce-decoder row had better samples than the full recipe at 500 (d = 64, two seeds) and 2000
         # steps (d = 32), and it drops L_read and the MSE: the readout's cost halves
         "ce-decoder": ("latent decoder trained by token CE alone (no MSE, no L_read)", ["recipe.decoder_loss=ce"]),
+        # twice the steps helped entropy and MAUVE (latent-d32-1000) but costs twice the time; the same sequences
+        # in smaller batches buy the steps at (nearly) the same cost
+        "batch16": ("batch 16, twice the steps (same sequences seen)", ["train.batch_size=16", "train.steps=1000"]),
+        # the decoder reads latents noised up to s_max (0.15: alpha >= 0.42 under tan-9); more noise makes it read
+        # the sampler's imperfect latents better, at some cost to reconstruction
+        "dec-noise-0.3": ("decoder-input noise up to s = 0.3 (twice)", ["recipe.dec_noise_max=0.3"]),
     }
     return {k: (c, LEVER_BASE + o) for k, (c, o) in rows.items()}
 

@@ -29,16 +29,31 @@ import benchlib as B  # noqa: E402
 BOUND_MIN = 10.0  # the whole of `make demo` from a clean clone, setup included (issue 11)
 
 
-def timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> float:
-    """Run `cmd`, its output appended to `log`; return its wall time (exit on failure, naming the log)."""
+def timed(cmd: list[str], cwd: Path, env: dict, log: Path, phases: dict | None = None) -> float:
+    """Run `cmd`, its output appended to `log`; return its wall time (exit on failure, naming the log).
+
+    With `phases`, each command make echoes (`.venv/bin/ldlm <sub> ...`) starts a phase named by its
+    subcommand, and `phases` receives every phase's seconds (the last one ends with `cmd`)."""
     t0 = time.time()
+    marks: list[tuple[str, float]] = []
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
-        rc = subprocess.call(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
+        for line in proc.stdout:
+            f.write(line)
+            words = line.split()
+            if len(words) > 1 and words[0].endswith("/ldlm") and not line.startswith(" "):
+                marks.append((words[1], time.time()))
+        rc = proc.wait()
     if rc:
         sys.exit(f"`{' '.join(cmd)}` failed (exit {rc}); see {log}")
-    return time.time() - t0
+    end = time.time()
+    if phases is not None:
+        for (name, start), nxt in zip(marks, [m[1] for m in marks[1:]] + [end]):
+            phases[name] = phases.get(name, 0.0) + nxt - start
+    return end - t0
 
 
 def main(argv=None) -> dict:
@@ -63,7 +78,8 @@ def main(argv=None) -> dict:
         info["commit"] = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], check=True,
                                         capture_output=True, text=True).stdout.strip()
         setup_s = timed(["make", "setup"], clone, env, log)
-        demo_s = timed(["make", "demo"], clone, env, log)
+        phases: dict[str, float] = {}  # `make demo`'s commands: train (features, loop, saves), sample, eval
+        demo_s = timed(["make", "demo"], clone, env, log, phases)
         ev = json.loads((clone / "runs" / "demo" / "eval.json").read_text(encoding="utf-8"))
         texts = [json.loads(ln)["text"] for ln in (clone / "runs" / "demo" / "samples.jsonl").read_text(
             encoding="utf-8").splitlines() if ln.strip()]
@@ -73,7 +89,7 @@ def main(argv=None) -> dict:
     checks = quality.check(row, ev["rows"]["data"], quality.TARGETS["demo"])
     total_min = (setup_s + demo_s) / 60
     checks["minutes"] = {"value": total_min, "bound": BOUND_MIN, "met": total_min <= BOUND_MIN}
-    res = {"benchmark": "demo-timing", "machine": info, "setup_s": setup_s, "demo_s": demo_s,
+    res = {"benchmark": "demo-timing", "machine": info, "setup_s": setup_s, "demo_s": demo_s, "phases_s": phases,
            "train_wall_s": train.get("train_wall_s"), "train_tok_s_median": train.get("train_tok_s_median"),
            "samples": row, "data": ev["rows"]["data"], "eval_settings": ev["settings"], "checks": checks,
            "log_tail": tail}
@@ -94,7 +110,10 @@ def markdown(res: dict) -> str:
              f"- machine: {B.describe_machine(m)}; load average before {m.get('loadavg_before')}; {m['date']}",
              f"- `make setup` {res['setup_s'] / 60:.1f} min, `make demo` {res['demo_s'] / 60:.1f} min "
              f"(of which training {(res['train_wall_s'] or 0) / 60:.1f} min at a median "
-             f"{res['train_tok_s_median'] or 0:.0f} tokens/s)", "",
+             f"{res['train_tok_s_median'] or 0:.0f} tokens/s)",
+             *([f"- `make demo` by command: " + ", ".join(f"`ldlm {k}` {v / 60:.1f} min" for k, v in res["phases_s"].items())
+                + " (`ldlm train`: start-up and feature caching, the loop, checkpoints)"] if res.get("phases_s") else []),
+             "",
              "| row | gen-PPL | entropy | MAUVE | distinct-2 (set) | unique | empty |", "|---|---|---|---|---|---|---|",
              f"| data (references) | {d.get('gen_ppl', 0):.1f} | {d.get('entropy', 0):.3f} | {d.get('mauve') or 0:.3f} | "
              f"{d.get('distinct2_set') or 0:.3f} | | |",

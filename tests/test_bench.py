@@ -11,6 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import ablation  # noqa: E402
+import demo_timing  # noqa: E402
 import benchlib  # noqa: E402
 import frontier  # noqa: E402
 
@@ -255,6 +256,19 @@ def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
     (tmp_path / "frontier.png").unlink()
     frontier.main(["--replot", "--out", str(tmp_path)])  # from the JSON alone
     assert (tmp_path / "frontier.png").stat().st_size > 0
+
+
+def test_demo_timing_splits_make_demo_by_the_commands_it_echoes(tmp_path):
+    # make echoes each recipe line before running it; a phase runs from one `ldlm` command's echo to the next
+    (tmp_path / "Makefile").write_text("demo:\n\t@echo start\n\t-.venv/bin/ldlm train x\n\tsleep 0.6\n"
+                                       "\t-.venv/bin/ldlm eval y\n\tsleep 0.2\n")
+    import os
+
+    phases: dict = {}
+    total = demo_timing.timed(["make", "demo"], tmp_path, dict(os.environ), tmp_path / "log", phases)
+    assert list(phases) == ["train", "eval"]
+    assert phases["train"] >= 0.6 and phases["eval"] >= 0.2 and phases["train"] + phases["eval"] <= total
+    assert "ldlm train x" in (tmp_path / "log").read_text()
 
 
 def test_headline_message_names_a_lower_bound_only_for_a_timed_sweep():
