@@ -75,6 +75,24 @@ def test_reverse_diffusion_with_perfect_denoiser_returns_its_prediction(solver):
     assert torch.allclose(out, target.expand(5, -1, -1))
 
 
+def test_reverse_diffusion_return_state_stops_one_step_early_at_the_noisy_state():
+    # with a perfect denoiser the state at the last grid time t_1 is alpha z0 + sigma eps (ODE: eps is the start
+    # noise, kept exactly), not the prediction itself
+    target, sched, calls = torch.randn(1, N, d), TanSchedule(9.0), []
+
+    def oracle(z, t, z_sc=None):
+        calls.append(float(t[0]))
+        return target.expand(z.shape[0], -1, -1)
+
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn((3, N, d), generator=torch.Generator().manual_seed(0))
+    state = reverse_diffusion(oracle, sched, (3, N, d), steps=10, solver="ode", generator=g, return_state=True)
+    assert len(calls) == 9 and min(calls) > 0.1
+    t_last = torch.tensor([0.1])
+    expected = sched.alpha(t_last) * target + sched.sigma(t_last) * z1
+    assert torch.allclose(state, expected, atol=1e-5)
+
+
 def test_ode_solver_is_deterministic_given_the_start():
     den = Denoiser(N, d, width=32, layers=1, heads=2).eval()
     outs = [reverse_diffusion(den, TanSchedule(9.0), (2, N, d), 8, "ode", 1.0, torch.Generator().manual_seed(3))

@@ -42,16 +42,19 @@ def time_grid(schedule: Schedule, steps: int, kind: str = "uniform") -> torch.Te
 def reverse_diffusion(denoiser, schedule: Schedule, shape, steps: int, solver: str = "sde",
                       noise_scale: float = 1.0, generator: torch.Generator | None = None,
                       device="cpu", self_condition: bool = True, grid: str = "uniform",
-                      callback=None) -> torch.Tensor:
+                      callback=None, return_state: bool = False) -> torch.Tensor:
     """Integrate from t = 1 to t = 0 in `steps` steps on the given time grid; returns the final z0 estimate.
 
     `callback(i, t, z0_hat)`, if given, is called after each step's denoiser call (i = 0..steps-1,
-    t the step's start time as a float) with that step's estimate of z0."""
+    t the step's start time as a float) with that step's estimate of z0. `return_state` skips the last
+    step and returns the noisy state at the grid's last time before 0 (an experiment, bench/decode_state.py)."""
     eta = SOLVERS[solver]
     z = torch.randn(shape, generator=generator).to(device) * noise_scale
     z0_hat = None
     ts = time_grid(schedule, steps, grid)
     for i in range(steps):
+        if return_state and i == steps - 1:
+            return z
         t, s = ts[i].expand(shape[0]).to(device), ts[i + 1].expand(shape[0]).to(device)
         z0_hat = denoiser(z, t, z0_hat if self_condition else None).float()
         if callback is not None:
