@@ -407,7 +407,8 @@ def baseline_message(c: dict, other: str = "ar") -> str:
         return f"{name} at LDLM's best quality: {c.get('message') or c.get('status')}"
     return (f"{name} at LDLM's best quality (LDLM {c['ldlm']['label']}, gen-PPL {c['ldlm']['gen_ppl']:.1f}, entropy "
             f"{c['ldlm']['entropy']:.2f}): {name} {c[other]['label']} (gen-PPL {c[other]['gen_ppl']:.1f}, entropy "
-            f"{c[other]['entropy']:.2f}) takes " + ratio_text(c, "LDLM's time"))
+            f"{c[other]['entropy']:.2f}) " + ("matches it, " if c.get("untimed") else "takes ")
+            + ratio_text(c, "LDLM's time"))
 
 
 def _cell(v, fmt: str) -> str:

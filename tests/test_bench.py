@@ -252,7 +252,7 @@ def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
     assert not any("timing" in m for m in (h, h["at_mdlm_best"], *h["vs_ar"].values(), *h["vs_tencdm"].values()))
     md = (tmp_path / "frontier.md").read_text()
     assert "not speed measurements" in md and "not timed" in md and "x faster" not in md
-    assert "lower bound" not in md and "ratio_lower_bound_from_sweep" not in h
+    assert "lower bound" not in md and "ratio_lower_bound_from_sweep" not in h and "takes not timed" not in md
     (tmp_path / "frontier.png").unlink()
     frontier.main(["--replot", "--out", str(tmp_path)])  # from the JSON alone
     assert (tmp_path / "frontier.png").stat().st_size > 0
