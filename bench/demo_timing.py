@@ -105,14 +105,15 @@ def markdown(res: dict) -> str:
     met = lambda c: "n/a" if c["met"] is None else ("met" if c["met"] else "not met")  # noqa: E731
     fmt = {"ppl_ratio": "{:.2f}", "entropy_gap": "{:.3f}", "mauve": "{:.3f}", "empty": "{}",
            "unique_per_256": "{:.0f}", "minutes": "{:.1f}"}
+    by_command = ", ".join(f"`ldlm {k}` {v / 60:.1f} min" for k, v in (res.get("phases_s") or {}).items())
     lines = ["# `make demo` from a clean clone", "",
              f"- command: `{m['command']}` (a clean clone of commit {m['commit']}, empty XDG_CACHE_HOME)",
              f"- machine: {B.describe_machine(m)}; load average before {m.get('loadavg_before')}; {m['date']}",
              f"- `make setup` {res['setup_s'] / 60:.1f} min, `make demo` {res['demo_s'] / 60:.1f} min "
              f"(of which training {(res['train_wall_s'] or 0) / 60:.1f} min at a median "
              f"{res['train_tok_s_median'] or 0:.0f} tokens/s)",
-             *([f"- `make demo` by command: " + ", ".join(f"`ldlm {k}` {v / 60:.1f} min" for k, v in res["phases_s"].items())
-                + " (`ldlm train`: start-up and feature caching, the loop, checkpoints)"] if res.get("phases_s") else []),
+             *([f"- `make demo` by command: {by_command} (`ldlm train`: start-up and feature caching, the loop, "
+                "checkpoints)"] if by_command else []),
              "",
              "| row | gen-PPL | entropy | MAUVE | distinct-2 (set) | unique | empty |", "|---|---|---|---|---|---|---|",
              f"| data (references) | {d.get('gen_ppl', 0):.1f} | {d.get('entropy', 0):.3f} | {d.get('mauve') or 0:.3f} | "
