@@ -158,11 +158,14 @@ def test_ablation_variants_are_valid_configs(root):
 
     vs = ablation.variants(0, 0.5)
     assert {"full", "naive", "ce-decoder", "no-warmup", "uniform-t", "no-dec-noise", "two-stage", "paper",
-            "full-seed2", "naive-seed2"} == set(vs)
+            "paper-warmup-1600", "full-seed2", "naive-seed2"} == set(vs)
     cfgs = {n: load_config(str(Path(root) / "configs" / "tiny.yaml"), o) for n, (_, o) in vs.items()}
     assert cfgs["two-stage"].recipe.two_stage == 0.5 and cfgs["full-seed2"].train.seed == 1
     assert cfgs["naive"].recipe.decoder_loss == "ce" and cfgs["naive"].recipe.timesteps == "uniform"
     assert cfgs["paper"].recipe.decoder_loss == "mse" and cfgs["paper"].recipe.dec_noise_std == 3.0
+    pw = cfgs["paper-warmup-1600"].recipe  # the paper's recipe, only its warmup's length fixed in steps
+    assert ablation.config_diff(cfgs["paper"].to_dict(), cfgs["paper-warmup-1600"].to_dict()) == ["recipe.warmup_steps"]
+    assert pw.warmup == "sigmoid" and pw.warmup_steps == 1600
     # the suite spells out its recipe: a config whose own recipe differs cannot move the full row
     assert cfgs["full"].recipe.decoder_loss == "mse+ce" and cfgs["ce-decoder"].recipe.decoder_loss == "ce"
     assert ablation.variants(0, 0.5)["full"][1] == ablation.RECIPE_BASE
