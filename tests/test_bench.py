@@ -11,8 +11,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import ablation  # noqa: E402
-import demo_timing  # noqa: E402
 import benchlib  # noqa: E402
+import demo_timing  # noqa: E402
 import frontier  # noqa: E402
 
 
