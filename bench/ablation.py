@@ -150,6 +150,14 @@ def lever_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
         # the decoder reads latents noised up to s_max (0.15: alpha >= 0.42 under tan-9); more noise makes it read
         # the sampler's imperfect latents better, at some cost to reconstruction
         "dec-noise-0.3": ("decoder-input noise up to s = 0.3 (twice)", ["recipe.dec_noise_max=0.3"]),
+        # the vocabulary-wide softmax of the two training CEs is over half a step's FLOPs: over the batch's targets
+        # and 1024 sampled tokens instead (log-Q corrected; evaluation and sampling keep the full softmax)
+        "softmax-1024": ("training CEs over the batch's targets + 1024 sampled tokens",
+                         ["recipe.softmax_negatives=1024"]),
+        "softmax-1024-seed2": (f"training CEs over targets + 1024 sampled tokens, seed {seed + 1}",
+                               ["recipe.softmax_negatives=1024", s2]),
+        # the diffusion loss's pull on the encoder, three times as strong: latents the denoiser can predict better
+        "w-max-3": ("diffusion gradient into the encoder at weight 3 (after the warmup)", ["recipe.w_max=3"]),
     }
     return {k: (c, LEVER_BASE + o) for k, (c, o) in rows.items()}
 

@@ -135,8 +135,9 @@ class Readout(VocabSubset, nn.Module):
             self.proj = nn.Linear(hidden, vocab)
         self.init_vocab(vocab, unk_id)  # the `allowed` buffer, saved with the weights
 
-    def forward(self, h):
-        v = self.vocab_ids()
+    def forward(self, h, local: torch.Tensor | None = None):
+        """Logits over the readout vocabulary, or over its local ids `local` only (a sampled softmax)."""
+        v = self.vocab_ids() if local is None else self.vocab_ids()[local]
         if self.kind == "tied":
             return self.head(h) @ self.emb[v].to(h.dtype).t() + self.bias[v]
         return F.linear(h, self.proj.weight[v], self.proj.bias[v])

@@ -75,6 +75,10 @@ class RecipeConfig:
     lambda_ce: float = 1.0  # weight of the token CE on the latent decoder's output h_hat
     lambda_read: float = 1.0  # weight of the token decoder's CE on the frozen LM's true hidden states
     read_fraction: float = 1.0  # share of the batch's rows that L_read uses (it costs a vocab-wide softmax)
+    # training's token CEs (L_read and the CE on h_hat) over the batch's own targets + this many uniformly drawn
+    # other tokens, log-Q corrected (a sampled softmax: the vocabulary-wide softmax is most of a step's work);
+    # 0 = the whole readout vocabulary. Evaluation and sampling always use the whole vocabulary.
+    softmax_negatives: int = 0
     warmup: str = "ramp"  # diffusion->encoder gradient warmup: 'ramp' (0, then linear) or 'sigmoid' (the paper's)
     warmup_start: float = 0.2  # ramp: the weight is 0 for this share of training
     warmup_ramp: float = 0.1  # ramp: then rises linearly to w_max over this share
@@ -428,8 +432,10 @@ def validate(cfg: Config) -> None:
         raise UserError(f"recipe.t_min={cfg.recipe.t_min} must be in [0, 1)")
     if cfg.model.lm_layer == 0:
         raise UserError("model.lm_layer=0 is the embedding layer; use -1 (last), -2, ... or 1, 2, ...")
-    if cfg.recipe.dec_noise_std < 0 or cfg.recipe.warmup_steps < 0 or cfg.model.tok_dec_layers < 0:
-        raise UserError("recipe.dec_noise_std, recipe.warmup_steps and model.tok_dec_layers must be >= 0")
+    if min(cfg.recipe.dec_noise_std, cfg.recipe.warmup_steps, cfg.model.tok_dec_layers,
+           cfg.recipe.softmax_negatives) < 0:
+        raise UserError("recipe.dec_noise_std, recipe.warmup_steps, recipe.softmax_negatives and "
+                        "model.tok_dec_layers must be >= 0")
     if not 0.0 <= cfg.recipe.cond_prob <= 1.0:
         raise UserError(f"recipe.cond_prob={cfg.recipe.cond_prob} must be in [0, 1] (0 = no conditional training)")
     if cfg.sample.guidance < 0:

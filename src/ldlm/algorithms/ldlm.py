@@ -59,6 +59,28 @@ def collapse_stats(z: torch.Tensor) -> dict:
     return {"latent_cos": cos.item(), "latent_erank": erank.item()}
 
 
+def sampled_softmax(target: torch.Tensor, vocab: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidates of a sampled softmax: (sorted local ids [C], the log-Q correction [C] to subtract from their logits).
+
+    The candidates are every target of the batch (taken with certainty: q = 1, no correction) and k tokens drawn
+    uniformly with replacement from the rest of the vocabulary (kept once each, q = 1 - (1 - 1/(V - T))^k, the
+    chance a given one is drawn). Subtracting log q makes sum_c exp(logit_c - log q_c) an unbiased estimate of the
+    full softmax's normaliser, so the CE over the candidates estimates the full CE (Jean et al. 2015; Bengio &
+    Senecal 2008), at the cost of C instead of V logits per position. Draws from the global RNG."""
+    is_target = torch.zeros(vocab, dtype=torch.bool, device=target.device)
+    is_target[target] = True
+    rest = (~is_target).nonzero().squeeze(1)
+    if rest.numel() == 0 or k == 0:
+        cand = is_target.nonzero().squeeze(1)
+        return cand, torch.zeros(cand.shape, device=target.device)
+    drawn = rest[torch.randint(rest.numel(), (k,), device=target.device)]
+    is_neg = torch.zeros_like(is_target)
+    is_neg[drawn] = True
+    cand = (is_target | is_neg).nonzero().squeeze(1)
+    q = -torch.expm1(k * torch.log1p(torch.tensor(-1.0 / rest.numel(), device=target.device)))
+    return cand, torch.where(is_target[cand], 0.0, torch.log(q))
+
+
 class LDLM(Algorithm):
     name = "ldlm"
 
@@ -130,19 +152,28 @@ class LDLM(Algorithm):
         self.encoder.train(was_training)
         return z0
 
-    def token_logits(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states [B, L, D] -> token logits over the readout vocabulary ([B, L, V], or [n, V] at `mask`)."""
+    def token_logits(self, h: torch.Tensor, mask: torch.Tensor | None = None,
+                     local: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [B, L, D] -> token logits over the readout vocabulary ([B, L, V], or [n, V] at `mask`);
+        over its local ids `local` only, if given."""
         r = self.tok_decoder(h)
-        return self.readout(r if mask is None else r[mask]).float()
+        return self.readout(r if mask is None else r[mask], local).float()
 
     def _token_ce(self, h: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                   accuracy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """CE and accuracy (None unless `accuracy`) of the token decoder on the real tokens ([CLS] ... [SEP]).
 
         Positions after [SEP] are left out: a sample is cut at its first [SEP], so what the decoder
-        puts after it never reaches text, and the vocabulary-wide softmax there would be wasted work."""
-        logits = self.token_logits(h, mask)
+        puts after it never reaches text, and the vocabulary-wide softmax there would be wasted work.
+        In training with recipe.softmax_negatives = K > 0 the softmax is a sampled one (`sampled_softmax`),
+        and accuracy, which would be over the sampled candidates only, is not reported (None)."""
         target = self.readout.to_local(ids[mask])
+        k = self.cfg.recipe.softmax_negatives
+        if self.training and k > 0:
+            cand, correction = sampled_softmax(target, self.readout.vocab_ids().numel(), k)
+            logits = self.token_logits(h, mask, cand) - correction
+            return F.cross_entropy(logits, torch.searchsorted(cand, target)), None
+        logits = self.token_logits(h, mask)
         acc = (logits.argmax(-1) == target).float().mean() if accuracy else None
         return F.cross_entropy(logits, target), acc
 
