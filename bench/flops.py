@@ -38,6 +38,8 @@ Training step (B sequences):
   c = 1 when the token CE reads stopgrad(h_hat) (recipe.decoder_loss 'mse'), else 0; g = 1 when the readout's
   input needs a gradient (a token decoder, or h_hat without stopgrad), else 0; k = 1 with a token decoder.
   -2 L D We, -256 Wd, -2 L D Wt: first layers whose input needs no gradient.
+  With a sampled softmax (recipe.softmax_negatives = K > 0) the training step's F_emb has C instead of V: the
+  mean number of candidates, the distinct targets of the B (or q) rows plus the distinct tokens of K draws.
   denoiser alone (forward + backward, no self-conditioning) = B (3 F_den - 256 Wd)
 MFU = FLOPs / measured seconds / peak FLOP/s (the GPU's dense bf16 peak, from its datasheet, and the
 bf16 matrix-product rate measured on the same device)."""
@@ -56,12 +58,15 @@ def _mlp(T, W, M):
 
 
 def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int, vocab: int,
-                    real_tokens: float, read_real_tokens: float | None = None, batch: int | None = None) -> dict:
+                    real_tokens: float, read_real_tokens: float | None = None, batch: int | None = None,
+                    candidates: float | None = None, read_candidates: float | None = None) -> dict:
     """FLOPs of one training step of an LDLM config (see FORMULA) and its parts.
 
     lm_*: the frozen LM's shape (its HF config); vocab: the readout vocabulary (corpus subset);
     real_tokens: mean unpadded tokens per sequence (read_real_tokens: of the read loss's rows, default
-    the same); batch: sequences per step (default train.batch_size x train.grad_accum)."""
+    the same); batch: sequences per step (default train.batch_size x train.grad_accum); candidates /
+    read_candidates: with recipe.softmax_negatives > 0, the sampled softmax's candidates of the token CE on
+    the latent decoder's states / of the read loss (required then)."""
     m, dc, rc, tc = cfg.model, cfg.data, cfg.recipe, cfg.train
     if rc.two_stage > 0:
         raise ValueError("the FLOP count assumes joint training (recipe.two_stage=0)")
@@ -86,8 +91,13 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
     def head(t):
         return 2 * t * D * D
 
-    def emb(t):
-        return 2 * t * D * V
+    sampled = rc.softmax_negatives > 0
+    if sampled and (candidates is None or read_candidates is None):
+        raise ValueError("recipe.softmax_negatives > 0: pass candidates and read_candidates (expected_candidates)")
+    V_ce, V_read = (candidates, read_candidates) if sampled else (V, V)
+
+    def emb(t, v):
+        return 2 * t * D * v
 
     p = m.self_cond_prob
     stopgrad = rc.decoder_loss == "mse"  # the token CE reads stopgrad(h_hat)
@@ -100,7 +110,7 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
         "denoiser": B * ((3 + p) * f_den - 256 * Wd),
         "decoder": 3 * B * f_dec,
         "token_decoder": B * (3 * f_tok - (tok_in if stopgrad else 0)) + q * (3 * f_tok - tok_in),
-        "readout": B * ((2 + g) * head(T) + 2 * emb(T)) + q * ((2 + k) * head(Tq) + 2 * emb(Tq)),
+        "readout": B * ((2 + g) * head(T) + 2 * emb(T, V_ce)) + q * ((2 + k) * head(Tq) + 2 * emb(Tq, V_read)),
     }
     total = sum(parts.values())
     return {"step": total, "per_token": total / (B * L), "parts": parts, "batch": B,
@@ -108,7 +118,7 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
                                      "token_decoder": f_tok},
             "denoiser_alone": B * (3 * f_den - 256 * Wd), "denoiser_share": parts["denoiser"] / total,
             "symbols": {"B": B, "L": L, "N": N, "d": d, "D": D, "V": V, "M": M, "r": r, "We": We, "Wd": Wd, "Wx": Wx,
-                        "Wt": Wt, "n_enc": m.enc_layers, "n_den": m.den_layers, "n_dec": m.dec_layers,
+                        "C": V_ce, "C_q": V_read, "Wt": Wt, "n_enc": m.enc_layers, "n_den": m.den_layers, "n_dec": m.dec_layers,
                         "n_tok": n_tok, "n_lm": lm_layers, "I": lm_intermediate, "T": T, "T_q": Tq, "p": p, "q": q,
                         "c": int(stopgrad), "g": g, "k": k, "features_cached": dc.cache_features}}
 
@@ -118,6 +128,27 @@ def model_flops(model, batch: int | None = None) -> dict:
     readout vocabulary and the mean real tokens per training sequence off the model."""
     lmc = model.frozen.lm.config
     mask = model.splits["train"].mask
-    return ldlm_step_flops(model.cfg, lm_layers=lmc.num_hidden_layers, lm_hidden=lmc.hidden_size,
+    cfg = model.cfg
+    B = batch if batch is not None else cfg.train.batch_size * cfg.train.grad_accum
+    q = max(1, round(B * cfg.recipe.read_fraction))
+    return ldlm_step_flops(cfg, lm_layers=lmc.num_hidden_layers, lm_hidden=lmc.hidden_size,
                            lm_intermediate=lmc.intermediate_size, vocab=int(model.readout.allowed.sum()),
-                           real_tokens=float(mask.float().sum(1).mean()), batch=batch)
+                           real_tokens=float(mask.float().sum(1).mean()), batch=batch,
+                           candidates=expected_candidates(model, B), read_candidates=expected_candidates(model, q))
+
+
+def expected_candidates(model, rows: int, batches: int = 16) -> float:
+    """The mean candidate count C of the sampled softmax over `rows` training sequences: their distinct real
+    targets U (measured on the first `batches` groups of rows) plus the expected distinct tokens among K uniform
+    draws from the other V - U, (V - U)(1 - (1 - 1/(V - U))^K)."""
+    k, V = model.cfg.recipe.softmax_negatives, int(model.readout.allowed.sum())
+    split = model.splits["train"]
+    counts = []
+    for i in range(batches):
+        ids, mask = split.ids[i * rows:(i + 1) * rows], split.mask[i * rows:(i + 1) * rows]
+        if len(ids) < rows:
+            break
+        counts.append(model.readout.to_local(ids[mask]).unique().numel())
+    u = sum(counts) / len(counts)
+    rest = V - u
+    return u + (rest * (1 - (1 - 1 / rest) ** k) if rest > 0 and k > 0 else 0.0)

@@ -272,6 +272,9 @@ def test_demo_timing_splits_make_demo_by_the_commands_it_echoes(tmp_path):
     assert list(phases) == ["train", "eval"]
     assert phases["train"] >= 0.6 and phases["eval"] >= 0.2 and phases["train"] + phases["eval"] <= total
     assert "ldlm train x" in (tmp_path / "log").read_text()
+    line = demo_timing.setup_line({"corpus": 2.4, "prepare": 71.0, "total": 80.2})
+    assert line == ("reading and tokenising the corpus 2 s, frozen-LM features and vocabulary 71 s, "
+                    "80 s in all (model, data, optimizer)")
 
 
 def test_headline_message_names_a_lower_bound_only_for_a_timed_sweep():

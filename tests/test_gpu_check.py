@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import ldlm.algorithms.ldlm as ldlm_algo
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -33,19 +35,28 @@ def counted_flops(tr, settings: dict) -> list[tuple[float, dict]]:
     tr.model.get_batch = get_batch
     tr.step = tr.cfg.train.steps // 2  # past the encoder warmup: the diffusion gradient reaches the encoder
     lmc = tr.model.frozen.lm.config
+    sizes = []  # the sampled softmax's candidate counts, in call order: the CE on h_hat, then the read loss
+    sampled = ldlm_algo.sampled_softmax
+    ldlm_algo.sampled_softmax = lambda *a: (lambda c: sizes.append(c[0].numel()) or c)(sampled(*a))
     out = []
-    for p, read_fraction, decoder_loss in settings:
-        tr.cfg.model.self_cond_prob, tr.cfg.recipe.read_fraction = p, read_fraction
-        tr.cfg.recipe.decoder_loss = decoder_loss
-        fc = FlopCounterMode(display=False)
-        with fc, sdpa_kernel(SDPBackend.MATH):
-            tr._step()
-        mask = masks[-1].float()
-        q = max(1, round(mask.shape[0] * read_fraction))
-        want = flops.ldlm_step_flops(tr.cfg, lm_layers=lmc.num_hidden_layers, lm_hidden=lmc.hidden_size,
-                                     lm_intermediate=lmc.intermediate_size, vocab=int(tr.model.readout.allowed.sum()),
-                                     real_tokens=float(mask.sum(1).mean()), read_real_tokens=float(mask[:q].sum(1).mean()))
-        out.append((fc.get_total_flops(), want))
+    try:
+        for p, read_fraction, decoder_loss, negatives in settings:
+            tr.cfg.model.self_cond_prob, tr.cfg.recipe.read_fraction = p, read_fraction
+            tr.cfg.recipe.decoder_loss, tr.cfg.recipe.softmax_negatives = decoder_loss, negatives
+            sizes.clear()
+            fc = FlopCounterMode(display=False)
+            with fc, sdpa_kernel(SDPBackend.MATH):
+                tr._step()
+            mask = masks[-1].float()
+            q = max(1, round(mask.shape[0] * read_fraction))
+            cand = dict(zip(("candidates", "read_candidates"), sizes)) if negatives else {}
+            want = flops.ldlm_step_flops(tr.cfg, lm_layers=lmc.num_hidden_layers, lm_hidden=lmc.hidden_size,
+                                         lm_intermediate=lmc.intermediate_size,
+                                         vocab=int(tr.model.readout.allowed.sum()), real_tokens=float(mask.sum(1).mean()),
+                                         read_real_tokens=float(mask[:q].sum(1).mean()), **cand)
+            out.append((fc.get_total_flops(), want))
+    finally:
+        ldlm_algo.sampled_softmax = sampled
     return out
 
 
@@ -65,14 +76,19 @@ def test_flop_formula_equals_torch_flop_counter_for_step_and_denoiser(tmp_path):
         return Trainer(cfg, str(tmp_path / name), quiet=True)
 
     plain = trainer("plain", "data.cache_features=false")
-    runs = counted_flops(plain, [(0.0, 1.0, "mse"), (1.0, 0.5, "mse+ce"), (1.0, 1.0, "ce")])
+    runs = counted_flops(plain, [(0.0, 1.0, "mse", 0), (1.0, 0.5, "mse+ce", 0), (1.0, 1.0, "ce", 0)])
     tok = trainer("tok", "model.tok_dec_layers=1", "model.tok_dec_width=32")
-    runs += counted_flops(tok, [(1.0, 0.5, "mse"), (0.0, 1.0, "mse+ce")])
+    runs += counted_flops(tok, [(1.0, 0.5, "mse", 0), (0.0, 1.0, "mse+ce", 0), (1.0, 0.5, "mse+ce", 64)])
     for got, want in runs:
         assert got == pytest.approx(want["step"], rel=1e-9), want["symbols"]
     assert runs[0][1]["parts"]["frozen_lm"] > 0 and runs[3][1]["parts"]["frozen_lm"] == 0
     assert runs[1][1]["parts"]["denoiser"] > runs[0][1]["parts"]["denoiser"]  # the self-conditioning pass
     assert runs[0][1]["parts"]["token_decoder"] == 0 < runs[3][1]["parts"]["token_decoder"]
+    # the sampled softmax: fewer readout products than the full one, and expected_candidates predicts its size
+    assert runs[5][1]["parts"]["readout"] < runs[4][1]["parts"]["readout"]
+    assert runs[5][1]["symbols"]["C"] < runs[5][1]["symbols"]["V"]
+    est = flops.expected_candidates(tok.model, tok.cfg.train.batch_size)
+    assert est == pytest.approx(runs[5][1]["symbols"]["C"], rel=0.25)
 
     cfg = plain.cfg
     step = gpu_check.denoiser_step_fn(plain.model.denoiser, 8, cfg, "cpu", bf16=False)

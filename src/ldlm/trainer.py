@@ -112,6 +112,8 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir: str, resume: bool = False, quiet: bool = False,
                  command: str | None = None):
         self.cfg, self.out = cfg, Path(out_dir)
+        self.setup_s: dict[str, float] = {}  # where start-up time went (logged in the 'start' event)
+        t_init = time.time()
         self.command = command  # the command line, logged so that an export's model card can show it
         tc = cfg.train
         check_tracker(tc.tracker)
@@ -131,6 +133,7 @@ class Trainer:
         self.lock = self._lock() if self.dist.main else None
         try:
             self._setup()
+            self.setup_s["total"] = time.time() - t_init
         except BaseException:
             if self.lock is not None:  # a run that failed to start leaves its folder as it found it
                 self.lock.release()
@@ -145,12 +148,16 @@ class Trainer:
         # rank 0 first: it builds (and caches) tokenised data and features; the others then read the caches
         if not self.dist.main:
             du.barrier(self.dist)
+        t = time.time()
         self.corpus = load_corpus(cfg.data, self.model.tokenizer, cfg.model.lm)
+        self.setup_s["corpus"] = time.time() - t
         # before the feature cache and any step: a corpus too small to train on is refused; one near it is
         # warned about when training starts (a run that fails to start says one thing: why)
         self.corpus_warning = check_corpus_size(cfg.data, tc, len(self.corpus.train), len(self.corpus.valid),
                                                 self.dist.world_size)
-        self.model.prepare(self.corpus, self.device)
+        t = time.time()
+        self.model.prepare(self.corpus, self.device)  # LDLM: the frozen LM's features (cached on disk)
+        self.setup_s["prepare"] = time.time() - t
         if self.dist.main:
             du.barrier(self.dist)
         self.opt = make_optimizer(self.model, tc)
@@ -406,7 +413,8 @@ class Trainer:
                   "world_size": self.dist.world_size, "global_batch": self.global_batch,
                   "train_passages": len(self.corpus.train), "valid_passages": len(self.corpus.valid),
                   **({"corpus_warning": self.corpus_warning} if self.corpus_warning else {}),
-                  "time": time.time(), **({"command": self.command} if self.command else {})})
+                  "time": time.time(), "setup_s": {k: round(v, 2) for k, v in self.setup_s.items()},
+                  **({"command": self.command} if self.command else {})})
         if main and self.corpus_warning:
             self._warn(self.corpus_warning)
         if not self.quiet:
