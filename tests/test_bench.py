@@ -86,8 +86,9 @@ def test_summary_and_grids():
 
 def test_default_frontier_grids_sweep_every_knob_of_every_model_equally_broadly():
     a = frontier.parse_args([])
-    knobs = {"ldlm": {"steps", "noise_scale", "decode_temperature"}, "mdlm": {"steps", "temperature", "top_p"},
-             "ar": {"temperature", "top_p"}, "tencdm": {"steps", "noise_scale", "decode_temperature"}}
+    knobs = {"ldlm": {"steps", "noise_scale", "decode_temperature", "round_below"},
+             "mdlm": {"steps", "temperature", "top_p"}, "ar": {"temperature", "top_p"},
+             "tencdm": {"steps", "noise_scale", "decode_temperature", "round_below"}}
     sizes = {}
     for algo, want in knobs.items():
         g = frontier.grid(algo, a)

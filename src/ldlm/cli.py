@@ -134,7 +134,7 @@ def cmd_sample(args) -> None:
     _sample_and_print(args.ckpt, out=args.out, show=args.show, trajectory=args.trajectory, model=model, extra=extra,
                       conditions=conditions, num=args.num, steps=args.steps, grid=args.grid, seed=args.seed,
                       solver=args.solver, noise_scale=args.noise_scale, decode_temperature=args.decode_temperature,
-                      batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
+                      round_below=args.round_below, batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
                       guidance=args.guidance)
 
 
@@ -148,7 +148,7 @@ def add_sample(sub) -> None:
         "ldlm sample --ckpt runs/tiny --prompt 'good morrow' --suffix 'and so farewell.'  # fill the middle",
         "ldlm sample --ckpt runs/tiny --from valid --infill --num 128 --out infill.jsonl  # for `ldlm eval`",
     ], extra="A flag the checkpoint's sampler does not read is an error: LDLM (and TEncDM) read --steps --grid\n"
-             "--solver --noise-scale --decode-temperature --guidance; MDLM --steps --temperature --top-p; AR\n"
+             "--solver --noise-scale --decode-temperature --round-below --guidance; MDLM --steps --temperature --top-p; AR\n"
              "--temperature --top-p (all: --num --batch-size --seed). AR takes a prompt, not a suffix.")
     s.add_argument("--ckpt", required=True, help="run folder, ckpt-<step> folder, export folder or hub id (owner/name)")
     s.add_argument("--num", type=int, help="number of samples (" + _from_ckpt("num") + ")")
@@ -162,6 +162,8 @@ def add_sample(sub) -> None:
                    "knob (" + _from_ckpt("noise_scale") + ")")
     s.add_argument("--decode-temperature", type=float, help="LDLM: token readout temperature, 0 = argmax ("
                    + _from_ckpt("decode_temperature") + ")")
+    s.add_argument("--round-below", type=float, help="LDLM: at steps below this time, read the estimate out as "
+                   "text and encode it again (0 = never; " + _from_ckpt("round_below") + ")")
     s.add_argument("--temperature", type=float, help="AR/MDLM: token temperature (" + _from_ckpt("temperature") + ")")
     s.add_argument("--top-p", type=float, help="AR/MDLM: nucleus sampling (" + _from_ckpt("top_p") + ")")
     s.add_argument("--batch-size", type=int, help="samples per batch (" + _from_ckpt("batch_size") + ")")

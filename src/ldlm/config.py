@@ -153,6 +153,9 @@ class SampleConfig:
     batch_size: int = 64  # samples per forward batch
     temperature: float = 1.0  # token temperature of the baselines (AR, MDLM)
     decode_temperature: float = 0.0  # LDLM token readout temperature (0 = argmax)
+    # LDLM/TEncDM: at the steps that start below this time, the estimate of z0 is read out as text and encoded again,
+    # so the sampler goes on from the latent of a real token sequence (Diffusion-LM's rounding); 0 = never
+    round_below: float = 0.0
     top_p: float = 1.0  # nucleus sampling for the baselines
     guidance: float = 0.0  # LDLM/TEncDM with a prompt: classifier-free guidance weight w (0 = none; trained by recipe.cond_prob)
     cache: bool = True  # MDLM: reuse the network output of rows that did not change in the previous step
@@ -202,7 +205,8 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     "model.layers": _BASELINES,
     "model.mask_eps": ("mdlm",),
     "sample.steps": (*_CONTINUOUS, "mdlm"),
-    **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid", "guidance")},
+    **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid", "guidance",
+                                            "round_below")},
     "sample.temperature": _BASELINES,
     "sample.top_p": _BASELINES,
     "sample.cache": ("mdlm",),

@@ -59,12 +59,16 @@ class ClampedDenoiser:
         self._g = given.unsqueeze(-1)
         self._sc_uncond = None
 
+    def clamp(self, z: torch.Tensor) -> torch.Tensor:
+        """`z` with the given latents put in."""
+        return torch.where(self._g, self.z_given, z)
+
     def __call__(self, z, t, z_sc=None):
-        zin = torch.where(self._g, self.z_given, z)
-        sc = None if z_sc is None else torch.where(self._g, self.z_given, z_sc)
+        zin = self.clamp(z)
+        sc = None if z_sc is None else self.clamp(z_sc)
         out = self.denoiser(zin, t, sc, self.given).float()
         if self.guidance > 0:
             uncond = self.denoiser(z, t, self._sc_uncond if z_sc is not None else None).float()
             self._sc_uncond = uncond
             out = out + self.guidance * (out - uncond)
-        return torch.where(self._g, self.z_given, out)
+        return self.clamp(out)

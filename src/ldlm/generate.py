@@ -76,6 +76,8 @@ def sample_settings(model: Algorithm, **overrides) -> SampleConfig:
         raise UserError(f"--steps must be a positive number of steps, got {sc.steps}")
     if sc.noise_scale < 0:
         raise UserError(f"--noise-scale must be >= 0, got {sc.noise_scale}")
+    if not 0.0 <= sc.round_below <= 1.0:
+        raise UserError(f"--round-below must be in [0, 1] (a time of the reverse process; 0 = never), got {sc.round_below}")
     if sc.guidance < 0:
         raise UserError(f"--guidance must be >= 0 (0 = no guidance), got {sc.guidance}")
     for k in ("solver", "grid"):

@@ -81,6 +81,35 @@ def sampled_softmax(target: torch.Tensor, vocab: int, k: int) -> tuple[torch.Ten
     return cand, torch.where(is_target[cand], 0.0, torch.log(q))
 
 
+def cut_after_end(ids: torch.Tensor, end: int, pad: int, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids with every position after the first `end` token at or after `start` [B] set to `pad`, the mask of the
+    positions kept): a sample's text stops at its first [SEP], so the encoder should see no more than that."""
+    L = ids.shape[1]
+    pos = torch.arange(L, device=ids.device).expand_as(ids)
+    is_end = (ids == end) & (pos >= start[:, None])
+    first = torch.where(is_end.any(1), torch.where(is_end, pos, L).amin(1), L - 1)
+    mask = pos <= first[:, None]
+    return torch.where(mask, ids, pad), mask
+
+
+class RoundedDenoiser:
+    """The denoiser as `reverse_diffusion` calls it, with each estimate of z0 at a step that starts below time
+    `below` replaced by `model.round_latents` of it: the latent of the text it reads out as, so the sampler goes
+    on from a point the encoder can produce rather than from a posterior mean that blends several texts
+    (Diffusion-LM's rounding to the nearest word embedding, on the learned latent space). The condition's latents,
+    if any, stay clamped. Costs a frozen-LM, encoder and decoder pass per rounded step."""
+
+    def __init__(self, model: "LDLM", denoiser, below: float, given: Given | None = None):
+        self.model, self.denoiser, self.below, self.given = model, denoiser, below, given
+
+    def __call__(self, z, t, z_sc=None):
+        z0 = self.denoiser(z, t, z_sc).float()
+        if float(t.max()) >= self.below:
+            return z0
+        z0r = self.model.round_latents(z0, self.given)
+        return self.denoiser.clamp(z0r) if isinstance(self.denoiser, ClampedDenoiser) else z0r
+
+
 class LDLM(Algorithm):
     name = "ldlm"
 
@@ -401,12 +430,27 @@ class LDLM(Algorithm):
         return self.decode_latents(self.encode(self.frozen.features(ids, mask), mask, frozen=True))
 
     @torch.no_grad()
+    def round_latents(self, z0: torch.Tensor, given: Given | None = None) -> torch.Tensor:
+        """The latents of the text that `z0` reads out as: argmax tokens (a condition's own tokens where it gives
+        them), cut after the first [SEP] past the condition, through the frozen LM and the encoder again."""
+        ids = self.decode_latents(z0)
+        last_given = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+        if given is not None:
+            ids = torch.where(given.mask, given.ids, ids)
+            pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+            last_given = torch.where(given.mask, pos, -1).amax(1).clamp_min(0)
+        ids, mask = cut_after_end(ids, self.tokenizer.sep_token_id, self.tokenizer.pad_token_id, last_given)
+        return self.encode(self.frozen.features(ids, mask), mask, frozen=True)
+
+    @torch.no_grad()
     def generate_ids(self, num, sc: SampleConfig, generator, device, callback=None, given: Given | None = None):
         """[num, L] token ids; with `given`, its latents clamped and its tokens kept (module docstring)."""
         den = self.denoiser
         if given is not None:
             given = given.to(device)
             den = ClampedDenoiser(self.denoiser, *self.condition_latents(given), guidance=sc.guidance)
+        if sc.round_below > 0:
+            den = RoundedDenoiser(self, den, sc.round_below, given)
         z0 = reverse_diffusion(den, self.schedule, (num, *self.latent_shape()), sc.steps,
                                sc.solver, sc.noise_scale, generator, device, grid=sc.grid, callback=callback)
         ids = self.decode_latents(z0, sc.decode_temperature, generator)
