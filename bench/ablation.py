@@ -199,6 +199,8 @@ def parse_args(argv=None):
     p.add_argument("--num", type=int, help="samples per run (default 256; --quick 32)")
     p.add_argument("--sample-steps", type=int, help="sampling steps (default 50; --quick 10)")
     p.add_argument("--noise-scale", type=float, default=1.0)
+    p.add_argument("--round-below", type=float, default=0.0,
+                   help="sample.round_below of every LDLM row (default 0: the suites' rows were sampled without rounding)")
     p.add_argument("--solver", default="sde", choices=["sde", "ode"])
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument("--eval-lm", help="evaluator (default smollm2, offline)")
@@ -249,7 +251,7 @@ def evaluate_run(name: str, run: Path, ev, a, grid: str | None = None) -> dict:
         recs = generate(model, num=a.num, seed=a.sample_seed)
     else:
         recs = generate(model, num=a.num, steps=a.sample_steps, noise_scale=a.noise_scale, solver=a.solver,
-                        seed=a.sample_seed, grid=grid)
+                        seed=a.sample_seed, grid=grid, round_below=a.round_below)
     sample_s = time.time() - t0
     write_samples(recs, run / f"ablation-samples{'-' + name.split('@')[1] if '@' in name else ''}.jsonl")
     row = ev.evaluate([r["text"] for r in recs], desc=f"scoring {name}")
@@ -477,7 +479,7 @@ def main(argv=None) -> dict:
     ev = make_evaluation(a.eval_lm, refs, refs_b, note, seed=0, device=device, batch_size=16, threads=a.threads)
     settings = {"config": a.config, "steps": base.train.steps, "seed": a.seed, "two_stage": a.two_stage,
                 "num": a.num, "sample_steps": a.sample_steps, "noise_scale": a.noise_scale, "solver": a.solver,
-                "sample_seed": a.sample_seed, "set": a.set}
+                "sample_seed": a.sample_seed, "set": a.set, **({"round_below": a.round_below} if a.round_below else {})}
     jpath = a.out / f"{a.name}.json"
     res = {"benchmark": a.name, "protocol": PROTOCOL, "machine": B.machine_info(device), "settings": settings,
            "changes": {n: c for n, (c, _) in allv.items()}, "overrides": {n: o for n, (_, o) in allv.items()},

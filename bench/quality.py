@@ -161,7 +161,7 @@ def markdown(res: dict, header: bool = True) -> str:
         ratio = m["gen_ppl"] / d["gen_ppl"] if m.get("gen_ppl") and d.get("gen_ppl") else None
         s = r.get("sample", {})
         samp = ", ".join(f"{k} {v}" for k, v in s.items() if k in ("steps", "noise_scale", "temperature",
-                                                                     "decode_temperature", "top_p"))
+                                                                     "decode_temperature", "round_below", "top_p"))
         tm = r.get("train_wall_s")
         budget = f"{r['train_steps']} × {r['batch_size']}" if r.get("train_steps") else ""
         lines.append(f"| {r['label']} | {r['algo']} | {budget} | {_f(tm / 60 if tm else None, '{:.1f}')} | "
