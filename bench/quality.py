@@ -156,7 +156,7 @@ def markdown(res: dict, header: bool = True) -> str:
               f"| data (references) | | | | | {_f(d.get('gen_ppl'), '{:.1f}')} | 1.00 | "
               f"{_f(d.get('entropy'), '{:.3f}')} | {_f(d.get('mauve'), '{:.3f}')} | "
               f"{_f(d.get('distinct2_set'), '{:.3f}')} | {d.get('unique_texts')} | | |"]
-    for r in res["rows"]:
+    for r in ordered(res["rows"]):
         m = r["metrics"]
         ratio = m["gen_ppl"] / d["gen_ppl"] if m.get("gen_ppl") and d.get("gen_ppl") else None
         s = r.get("sample", {})
@@ -177,11 +177,21 @@ def markdown(res: dict, header: bool = True) -> str:
         lines += ["", f"Targets **{name}** (row `{label}`): {'all met' if met else 'not all met'} — " + "; ".join(parts)]
     if header:
         lines += ["", "## Samples (the first of each row)", ""]
-        for r in res["rows"]:
+        for r in ordered(res["rows"]):
             lines += [f"**{r['label']}**", ""]
             lines += [f"> {t.strip() or '(empty)'}" + "  " for t in r["examples"]]
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def ordered(rows: list[dict]) -> list[dict]:
+    """The rows in file order, each `(autoencoder)` row right after the row of its run."""
+    ae = {r["label"]: r for r in rows if r["label"].endswith(" (autoencoder)")}
+    out = []
+    for r in rows:
+        if not r["label"].endswith(" (autoencoder)"):
+            out += [r] + ([ae.pop(f"{r['label']} (autoencoder)")] if f"{r['label']} (autoencoder)" in ae else [])
+    return out + list(ae.values())  # an autoencoder row whose run's row is gone
 
 
 def main(argv=None) -> dict:
