@@ -574,6 +574,10 @@ def test_quality_targets_are_checked_in_both_directions():
     assert [k for k, v in c.items() if v["met"] is False] == ["ppl_ratio", "entropy_gap", "empty"]
     assert c["mauve"]["met"] is None  # unmeasured is not 'met'
     assert not all(v["met"] for v in quality.check(row, data, quality.TARGETS["small"]).values())
+    # a re-scored run's autoencoder row is listed right after the run's row, wherever the file keeps it
+    rows = [{"label": x} for x in ("a", "b", "b (autoencoder)", "a (autoencoder)", "c (autoencoder)")]
+    assert [r["label"] for r in quality.ordered(rows)] == ["a", "a (autoencoder)", "b", "b (autoencoder)",
+                                                         "c (autoencoder)"]
 
 
 def test_quality_script_quick_end_to_end_with_the_autoencoder_row(random_lm, tmp_path):

@@ -47,6 +47,12 @@ def test_rounded_latent_depends_only_on_the_text_it_reads_out_as(tok):
     r = model.round_latents(z0)
     assert r.shape == z0.shape and not torch.allclose(r, z0)
     assert torch.equal(r, model.round_latents(nudged))  # a projection: same text, same latent
+    tencdm = micro(tok, "micro-tencdm.yaml")  # no encoder: the frozen LM's normalised states of the text
+    z = torch.randn(2, *tencdm.latent_shape())
+    ids = tencdm.decode_latents(z)
+    mask = cut_after_end(ids, tok.sep_token_id, tok.pad_token_id, torch.zeros(2, dtype=torch.long))[1]
+    assert torch.allclose(tencdm.round_latents(z)[mask], tencdm.frozen.features(
+        torch.where(mask, ids, tok.pad_token_id), mask)[mask], atol=1e-5)
 
 
 def test_rounded_denoiser_rounds_only_below_its_time(tok):

@@ -97,7 +97,7 @@ class RoundedDenoiser:
     `below` replaced by `model.round_latents` of it: the latent of the text it reads out as, so the sampler goes
     on from a point the encoder can produce rather than from a posterior mean that blends several texts
     (Diffusion-LM's rounding to the nearest word embedding, on the learned latent space). The condition's latents,
-    if any, stay clamped. Costs a frozen-LM, encoder and decoder pass per rounded step."""
+    if any, stay clamped. Costs a latent-decoder, readout, frozen-LM and encoder pass per rounded step."""
 
     def __init__(self, model: "LDLM", denoiser, below: float, given: Given | None = None):
         self.model, self.denoiser, self.below, self.given = model, denoiser, below, given
