@@ -369,7 +369,9 @@ def markdown(res: dict) -> str:
               f"temperature 1, top-p 1; MDLM: its steps, temperature 1), seed {res['settings']['sample_seed']}"
               if suite == "shapes" else
               f"- sampling: {res['settings']['num']} samples, {res['settings']['sample_steps']} steps, solver "
-              f"{res['settings']['solver']}, noise scale {res['settings']['noise_scale']}, seed {res['settings']['sample_seed']}"),
+              f"{res['settings']['solver']}, noise scale {res['settings']['noise_scale']}, "
+              + (f"rounded below t = {res['settings']['round_below']}, " if res['settings'].get('round_below') else "")
+              + f"seed {res['settings']['sample_seed']}"),
              f"- evaluation: protocol {res['protocol']}, evaluator {evaluator_name(res['eval_settings'].get('evaluator'))}, "
              f"references: {res['eval_settings']['references']}",
              "- val columns: last validation pass of the run (EMA weights): " + (
