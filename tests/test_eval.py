@@ -172,16 +172,16 @@ def test_unknown_evaluator_and_missing_checkpoint(tmp_path, capsys):
 
 def test_frontier_on_micro_checkpoint(micro_run, random_lm, tmp_path, capsys):
     out = tmp_path / "frontier"
-    assert main(["frontier", "--ckpt", str(micro_run), "--steps", "2,4", "--noise-scale", "0.5", "--num", "4",
-                 "--eval-lm", random_lm, "--out", str(out)]) == 0
+    assert main(["frontier", "--ckpt", str(micro_run), "--steps", "2,4", "--noise-scale", "0.5", "--round-below",
+                 "0.3", "--num", "4", "--eval-lm", random_lm, "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "frontier.csv")))
-    assert [r["label"] for r in rows] == ["data", "S2 ns0.5", "S4 ns0.5"]
+    assert [r["label"] for r in rows] == ["data", "S2 ns0.5 rb0.3", "S4 ns0.5 rb0.3"]
     assert all(float(r["gen_ppl"]) > 1 for r in rows) and float(rows[1]["sec_per_sample"]) > 0
     assert (out / "frontier.png").stat().st_size > 5000
-    rec = [json.loads(ln) for ln in open(out / "samples-S4_ns0.5.jsonl")]
-    assert len(rec) == 4 and rec[0]["steps"] == 4 and rec[0]["noise_scale"] == 0.5
+    rec = [json.loads(ln) for ln in open(out / "samples-S4_ns0.5_rb0.3.jsonl")]
+    assert len(rec) == 4 and rec[0]["steps"] == 4 and rec[0]["noise_scale"] == 0.5 and rec[0]["round_below"] == 0.3
     meta = json.loads((out / "frontier.json").read_text())
-    assert meta["swept"] == ["steps", "noise_scale"] and "round trip" in meta["settings"]["references"]
+    assert meta["swept"] == ["steps", "noise_scale", "round_below"] and "round trip" in meta["settings"]["references"]
 
 
 def test_references_are_round_tripped_and_disjoint(micro_run):

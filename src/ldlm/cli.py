@@ -221,6 +221,7 @@ def add_frontier(sub) -> None:
     f.add_argument("--temperature", help="comma list of token temperatures (AR/MDLM baselines)")
     f.add_argument("--top-p", help="comma list of nucleus sampling thresholds (baselines)")
     f.add_argument("--decode-temperature", help="comma list of LDLM readout temperatures (0 = argmax), e.g. 0,0.7")
+    f.add_argument("--round-below", help="comma list of rounding times (LDLM; 0 = never), e.g. 0,0.1")
     f.add_argument("--solver", help="comma list of solvers (LDLM): sde,ode")
     f.add_argument("--num", type=int, default=128, help="samples per setting")
     f.add_argument("--sample-seed", type=int, default=0, help="sampling seed (the same for every setting)")
