@@ -162,6 +162,11 @@ def lever_variants(seed: int, two_stage: float) -> dict[str, tuple[str, list[str
         "softmax-1024-700": ("sampled softmax (1024), 700 steps", ["recipe.softmax_negatives=1024", "train.steps=700"]),
         "softmax-1024-700-seed2": (f"sampled softmax (1024), 700 steps, seed {seed + 1}",
                                    ["recipe.softmax_negatives=1024", "train.steps=700", s2]),
+        # the same pull on the demo's recipe (sampled softmax), sampled as the demo samples (levers-d32-round)
+        "softmax-1024-w3": ("sampled softmax (1024), diffusion gradient into the encoder at weight 3",
+                            ["recipe.softmax_negatives=1024", "recipe.w_max=3"]),
+        "softmax-1024-w3-seed2": (f"sampled softmax (1024), diffusion gradient at weight 3, seed {seed + 1}",
+                                  ["recipe.softmax_negatives=1024", "recipe.w_max=3", s2]),
         # the diffusion loss's pull on the encoder, three times as strong: latents the denoiser can predict better
         "w-max-3": ("diffusion gradient into the encoder at weight 3 (after the warmup)", ["recipe.w_max=3"]),
     }
