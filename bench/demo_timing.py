@@ -63,6 +63,8 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     import quality
 
+    from ldlm.plots import read_events
+
     with tempfile.TemporaryDirectory(prefix="ldlm-demo-") as tmp:
         clone = Path(a.keep) if a.keep else Path(tmp) / "clone"
         if clone.exists():
@@ -84,15 +86,15 @@ def main(argv=None) -> dict:
         texts = [json.loads(ln)["text"] for ln in (clone / "runs" / "demo" / "samples.jsonl").read_text(
             encoding="utf-8").splitlines() if ln.strip()]
         train = B.train_stats(clone / "runs" / "demo")
-        start = next((json.loads(ln) for ln in (clone / "runs" / "demo" / "metrics.jsonl").read_text(
-            encoding="utf-8").splitlines() if '"event": "start"' in ln), {})
+        start = next((e for e in read_events(clone / "runs" / "demo") if e["event"] == "start"), {})
         tail = log.read_text(encoding="utf-8")[-4000:]
     row = {"metrics": ev["rows"]["samples"], "empty": sum(not t.strip() for t in texts)}
     checks = quality.check(row, ev["rows"]["data"], quality.TARGETS["demo"])
     total_min = (setup_s + demo_s) / 60
     checks["minutes"] = {"value": total_min, "bound": BOUND_MIN, "met": total_min <= BOUND_MIN}
     res = {"benchmark": "demo-timing", "machine": info, "setup_s": setup_s, "demo_s": demo_s, "phases_s": phases,
-           "train_wall_s": train.get("train_wall_s"), "train_setup_s": start.get("setup_s"), "train_tok_s_median": train.get("train_tok_s_median"),
+           "train_wall_s": train.get("train_wall_s"), "train_setup_s": start.get("setup_s"),
+           "train_tok_s_median": train.get("train_tok_s_median"),
            "samples": row, "data": ev["rows"]["data"], "eval_settings": ev["settings"], "checks": checks,
            "log_tail": tail}
     out = Path(a.out)

@@ -67,10 +67,10 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
     the same); batch: sequences per step (default train.batch_size x train.grad_accum); candidates /
     read_candidates: with recipe.softmax_negatives > 0, the sampled softmax's candidates of the token CE on
     the latent decoder's states / of the read loss (required then)."""
-    m, dc, rc, tc = cfg.model, cfg.data, cfg.recipe, cfg.train
+    m, dc, rc = cfg.model, cfg.data, cfg.recipe
     if rc.two_stage > 0:
         raise ValueError("the FLOP count assumes joint training (recipe.two_stage=0)")
-    B = batch if batch is not None else tc.batch_size * tc.grad_accum
+    B, q = step_rows(cfg, batch)
     L, N, d, D, V, M = dc.seq_len, m.latent_len, m.latent_dim, lm_hidden, vocab, m.mlp_ratio
     r = -(-L // N)
     We, Wd, Wx, Wt = m.enc_width, m.den_width, m.dec_width, m.tok_dec_width
@@ -103,7 +103,6 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
     stopgrad = rc.decoder_loss == "mse"  # the token CE reads stopgrad(h_hat)
     g = 1 if (n_tok or not stopgrad) else 0
     k = 1 if n_tok else 0
-    q = max(1, round(B * rc.read_fraction)) if rc.decoder_loss != "ce" else 0
     parts = {
         "frozen_lm": B * f_lm,
         "encoder": B * (3 * f_enc - 2 * L * D * We),
@@ -128,13 +127,20 @@ def model_flops(model, batch: int | None = None) -> dict:
     readout vocabulary and the mean real tokens per training sequence off the model."""
     lmc = model.frozen.lm.config
     mask = model.splits["train"].mask
-    cfg = model.cfg
-    B = batch if batch is not None else cfg.train.batch_size * cfg.train.grad_accum
-    q = max(1, round(B * cfg.recipe.read_fraction))
-    return ldlm_step_flops(cfg, lm_layers=lmc.num_hidden_layers, lm_hidden=lmc.hidden_size,
+    B, q = step_rows(model.cfg, batch)
+    cand = ({"candidates": expected_candidates(model, B), "read_candidates": expected_candidates(model, max(q, 1))}
+            if model.cfg.recipe.softmax_negatives > 0 else {})
+    return ldlm_step_flops(model.cfg, lm_layers=lmc.num_hidden_layers, lm_hidden=lmc.hidden_size,
                            lm_intermediate=lmc.intermediate_size, vocab=int(model.readout.allowed.sum()),
-                           real_tokens=float(mask.float().sum(1).mean()), batch=batch,
-                           candidates=expected_candidates(model, B), read_candidates=expected_candidates(model, q))
+                           real_tokens=float(mask.float().sum(1).mean()), batch=batch, **cand)
+
+
+def step_rows(cfg, batch: int | None = None) -> tuple[int, int]:
+    """(B, q): the sequences of a training step (default train.batch_size x train.grad_accum) and the rows of
+    its read loss (none under recipe.decoder_loss 'ce'), as `src/ldlm/algorithms/ldlm.py`'s decoder_loss takes them."""
+    B = batch if batch is not None else cfg.train.batch_size * cfg.train.grad_accum
+    rc = cfg.recipe
+    return B, (max(1, round(B * rc.read_fraction)) if rc.decoder_loss != "ce" else 0)
 
 
 def expected_candidates(model, rows: int, batches: int = 16) -> float:

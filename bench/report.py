@@ -92,17 +92,12 @@ def update(text: str) -> str:
 def collect_run(name: str, run: Path) -> dict:
     """What a run folder says about itself: config, parameter counts, training speed, last validation
     line, and `ldlm eval`'s result in <run>/eval.json when there is one."""
-    from ldlm.plots import read_metrics
+    from ldlm.plots import read_events, read_metrics
 
     if not (run / "config.json").is_file():
         sys.exit(f"'{run}' is not a run folder (no config.json); pass NAME=RUN for trained runs")
     cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    start = {}
-    for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if rec.get("event") == "start":
-            start = rec
-            break
+    start = next((e for e in read_events(run) if e["event"] == "start"), {})
     if not start.get("params"):  # a run made before the start event carried them: count them from its config
         import params
         from ldlm import checkpoint as ck

@@ -37,7 +37,13 @@ def counted_flops(tr, settings: dict) -> list[tuple[float, dict]]:
     lmc = tr.model.frozen.lm.config
     sizes = []  # the sampled softmax's candidate counts, in call order: the CE on h_hat, then the read loss
     sampled = ldlm_algo.sampled_softmax
-    ldlm_algo.sampled_softmax = lambda *a: (lambda c: sizes.append(c[0].numel()) or c)(sampled(*a))
+
+    def recording(*args):
+        cand, correction = sampled(*args)
+        sizes.append(cand.numel())
+        return cand, correction
+
+    ldlm_algo.sampled_softmax = recording
     out = []
     try:
         for p, read_fraction, decoder_loss, negatives in settings:

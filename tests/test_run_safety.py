@@ -583,6 +583,9 @@ def test_a_corpus_near_the_minimum_trains_with_one_warning(tmp_path, capsys):
     assert (out / "latest").read_text().strip() == "ckpt-000002"
     start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert start["event"] == "start" and start["corpus_warning"] == warning[len("warning: "):]
+    from ldlm.plots import read_events
+
+    assert read_events(out)[0] == start and all("event" in e for e in read_events(out))
     su = start["setup_s"]  # where start-up went: the corpus, the frozen LM's features, the whole set-up
     assert set(su) == {"corpus", "prepare", "total"} and su["total"] + 0.02 >= su["corpus"] + su["prepare"] > 0
     # comfortably above the minimum: no warning

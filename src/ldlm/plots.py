@@ -6,20 +6,33 @@ import os
 from pathlib import Path
 
 
-def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    train, valid = [], []
+def _records(run_dir: Path) -> list[dict]:
+    """Every readable line of the run's metrics.jsonl (a line cut by a crash is skipped)."""
     f = Path(run_dir) / "metrics.jsonl"
     if not f.is_file():
-        return train, valid
+        return []
+    out = []
     for line in f.read_text(encoding="utf-8").splitlines():
         try:
-            r = json.loads(line)
+            out.append(json.loads(line))
         except json.JSONDecodeError:
-            continue  # a line cut by a crash
+            continue
+    return out
+
+
+def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(training log lines, validation lines) of a run, events left out."""
+    train, valid = [], []
+    for r in _records(run_dir):
         if "event" in r:
             continue
         (valid if r.get("split") == "valid" else train).append(r)
     return train, valid
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    """The run's event lines (start, resume, skipped, stopped, ...), in order."""
+    return [r for r in _records(run_dir) if "event" in r]
 
 
 def save_png(fig, path: Path, dpi: int = 100) -> None:
