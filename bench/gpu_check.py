@@ -159,7 +159,7 @@ def denoiser_step_fn(denoiser, batch: int, cfg, device, bf16: bool):
     gradient, as the encoder's latents do), without self-conditioning. Returns a callable."""
     import torch
 
-    from ldlm.trainer import autocast
+    from ldlm.precision import autocast
 
     g = torch.Generator().manual_seed(0)
     z = torch.randn(batch, cfg.model.latent_len, cfg.model.latent_dim, generator=g).to(device).requires_grad_(True)

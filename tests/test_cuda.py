@@ -55,8 +55,8 @@ def test_device_choice_with_and_without_a_gpu(monkeypatch):
         benchlib.pick_device("cuda")
 
 
-def test_autocast_is_bf16_on_both_devices_and_off_without_train_bf16():
-    from ldlm.trainer import autocast
+def test_autocast_is_bf16_on_both_devices_and_off_when_not_enabled():
+    from ldlm.precision import autocast
 
     lin, x = torch.nn.Linear(4, 4), torch.randn(2, 4)
     with autocast(torch.device("cpu"), True):
@@ -68,6 +68,68 @@ def test_autocast_is_bf16_on_both_devices_and_off_without_train_bf16():
         ctx = autocast(torch.device("cuda", 1), True)
     # bf16, not fp16: fp16 would need a gradient scaler, which the trainer does not have
     assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+
+
+def test_bf16_is_native_on_gpus_and_on_cpus_with_bf16_instructions_only(monkeypatch):
+    from ldlm import precision
+
+    avx2 = frozenset({"fpu", "avx", "avx2", "fma"})  # an AVX2-only CPU (AMD EPYC Zen 3, say)
+    for flags, want in ((avx2, False), (avx2 | {"avx512f", "avx512_bf16"}, True), (avx2 | {"amx_bf16"}, True)):
+        monkeypatch.setattr(precision, "_cpu_flags", lambda f=flags: f)
+        assert precision.native_bf16("cpu") is want and precision.native_bf16(torch.device("cpu")) is want
+        assert precision.native_bf16("cuda:1") is True
+
+
+def test_cpuinfo_flags_are_read_as_words():
+    from ldlm import precision
+
+    flags = precision._cpu_flags()
+    assert "avx512_bf16" not in flags or "avx512f" in flags  # one word per flag, not a substring match
+    assert all(" " not in f for f in flags)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_train_bf16_falls_back_to_fp32_on_a_cpu_that_emulates_bf16(tmp_path, monkeypatch, native):
+    """train.bf16=true (the default) trains under bf16 autocast only where bf16 runs in hardware: an
+    emulating CPU is ~50x slower in bf16 (bench/results/bf16-cpu/bf16-cpu.md). The choice is logged."""
+    import json
+
+    from ldlm import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "native_bf16", lambda device: native)
+    tr = micro_trainer(tmp_path, "cpu", 1, False, "train.bf16=true")
+    seen = []
+    real = tr.fwd
+
+    def fwd(batch, step):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(batch, step)
+
+    tr.fwd = fwd
+    tr.train()
+    assert tr.bf16 is native and seen == [native]
+    start = next(json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+                 if '"start"' in x)
+    assert start["event"] == "start" and start["bf16"] is native
+
+
+def test_the_feature_pass_uses_bf16_only_where_it_is_native(monkeypatch):
+    from ldlm import features
+
+    class LM:  # stands in for FrozenLM: records whether autocast was on
+        hidden = 4
+        seen: list = []
+
+        def raw_features(self, x, m):
+            self.seen.append(torch.is_autocast_enabled("cpu"))
+            return torch.zeros(*x.shape, 4)
+
+    ids, mask = torch.zeros(5, 3, dtype=torch.long), torch.ones(5, 3, dtype=torch.bool)
+    for native in (False, True):
+        monkeypatch.setattr(features, "native_bf16", lambda device, n=native: n)
+        LM.seen = []
+        out = features.compute_features(LM(), ids, mask, batch_size=2)
+        assert out.shape == (5, 3, 4) and out.dtype == torch.float16 and LM.seen == [native] * 3
 
 
 def test_out_of_memory_is_one_line_naming_the_fix(tmp_path):

@@ -70,6 +70,27 @@ def test_rounded_denoiser_rounds_only_below_its_time(tok):
     assert calls == pytest.approx([0.5, 0.2])
 
 
+def test_sampled_rounding_reads_out_sampled_text_and_argmax_at_temperature_zero(tok):
+    """sample.round_temperature > 0: the text a rounded estimate becomes is sampled from the readout (seeded by the
+    sampler's generator), so two draws differ where argmax rounding is one fixed projection."""
+    model = micro(tok)
+    n, d = model.latent_shape()
+    z0 = torch.randn(4, n, d)
+    g = torch.Generator().manual_seed(0)
+    a = model.round_latents(z0, temperature=1.0, generator=g)
+    b = model.round_latents(z0, temperature=1.0, generator=g)
+    assert not torch.equal(a, b)  # fresh tokens each draw
+    assert torch.equal(model.round_latents(z0, temperature=1.0, generator=torch.Generator().manual_seed(0)), a)
+    assert torch.equal(model.round_latents(z0, temperature=0.0, generator=g), model.round_latents(z0))
+    # what it encodes is the text decode_latents samples with the same generator state
+    ids = model.decode_latents(z0, 1.0, torch.Generator().manual_seed(0))
+    mask = cut_after_end(ids, tok.sep_token_id, tok.pad_token_id, torch.zeros(4, dtype=torch.long))[1]
+    want = model.encode(model.frozen.features(torch.where(mask, ids, tok.pad_token_id), mask), mask, frozen=True)
+    assert torch.allclose(a, want, atol=1e-5)
+    rd = RoundedDenoiser(model, lambda z, t, z_sc=None: z, 0.5, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(rd(z0, torch.full((4,), 0.2)), a)
+
+
 def test_rounding_keeps_a_condition_clamped_and_its_tokens(tok):
     model = micro(tok)
     conds = C.make_conditions(tok, ["to be or not to be", "my lord", None], [None, "the end of it", "farewell"])
@@ -93,11 +114,14 @@ def test_sample_flag_is_checked_and_recorded(tok, tmp_path, capsys):
                  f"data.cache_dir={tmp_path / 'cache'}", "data.max_passages=60"]) == 0
     out = tmp_path / "s.jsonl"
     assert main(["sample", "--ckpt", str(run), "--num", "2", "--steps", "3", "--round-below", "0.5",
-                 "--out", str(out)]) == 0
-    assert [json.loads(x)["round_below"] for x in out.read_text().splitlines()] == [0.5, 0.5]
+                 "--round-temperature", "0.7", "--out", str(out)]) == 0
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["round_below"], r["round_temperature"]) for r in recs] == [(0.5, 0.7)] * 2
     capsys.readouterr()
     assert main(["sample", "--ckpt", str(run), "--round-below", "1.5"]) != 0
     assert "--round-below must be in [0, 1]" in capsys.readouterr().err
+    assert main(["sample", "--ckpt", str(run), "--round-temperature", "-1"]) != 0
+    assert "--round-temperature must be >= 0" in capsys.readouterr().err
     ar = micro(tok, "micro-ar.yaml")
     with pytest.raises(Exception, match="--round-below does not apply to an AR model"):
         sample_settings(ar, round_below=0.3)

@@ -405,6 +405,61 @@ def test_feature_key_follows_corpus_lm_and_layer():
     assert h2 != h and F.feature_key(h2, -1, ids, mask) != k
 
 
+def test_only_the_rows_a_run_reads_are_computed_and_the_rest_on_demand(tmp_path, monkeypatch):
+    """CorpusFeatures(rows=...) computes the named rows (and the normalisation rows) only, caches them with a
+    `done` mask, adds rows another run names to the same entry, and computes an unnamed row when it is read,
+    equal to what the full pass gives."""
+    import ldlm.features as F
+    from ldlm.config import load_config
+    from ldlm.data import build_corpus
+    from ldlm.frozen_lm import FrozenLM, load_tokenizer
+
+    cfg = load_config(MICRO, ["data.max_passages=120", f"data.cache_dir={tmp_path / 'part'}"])
+    corpus, lm = build_corpus(cfg.data, load_tokenizer("minilm"), "minilm"), FrozenLM("minilm")
+    n = len(corpus.train)
+    full = F.CorpusFeatures(lm, corpus, load_config(MICRO, ["data.max_passages=120",
+                                                             f"data.cache_dir={tmp_path / 'full'}"]).data, "cpu")
+    calls, real = [], F.compute_features
+
+    def counting(lm_, ids, *a, **k):
+        calls.append(int(ids.shape[0]))
+        return real(lm_, ids, *a, **k)
+
+    monkeypatch.setattr(F, "compute_features", counting)
+    monkeypatch.setattr(F, "NORM_ROWS", 4)
+    cf = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([10, 11, 3]), "valid": None})
+    assert sorted(calls) == [6, len(corpus.valid)]  # rows 0-3 (normalisation), 10 and 11; all of valid
+    assert cf.done["train"].nonzero().squeeze(1).tolist() == [0, 1, 2, 3, 10, 11]
+    d = cf.done["train"]
+    assert torch.allclose(cf.feats["train"][d].float(), full.feats["train"][d].float(), atol=2e-2)
+    assert not cf.feats["train"][~d].any()  # rows not computed are zeros, and marked so
+    calls.clear()
+    again = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([11, 20]), "valid": None})
+    assert calls == [1]  # row 20 only: the rest is in the entry
+    assert again.done["train"].nonzero().squeeze(1).tolist() == [0, 1, 2, 3, 10, 11, 20]
+    idx = torch.tensor([20, 30, n - 1])  # 30 and n-1 were never named: computed when read
+    ids, mask = corpus.train.ids[idx], corpus.train.mask[idx]
+    with torch.no_grad():
+        got = again.raw("train", idx, ids, mask)
+    assert torch.allclose(got, full.raw("train", idx, ids, mask), atol=2e-2)
+    assert again.done["train"][idx].all()
+
+
+def test_validation_batches_and_the_rows_a_run_draws():
+    from ldlm.data import BatchIterator
+    from ldlm.trainer import validation_batches
+
+    assert [b.tolist() for b in validation_batches(10, 4, 8)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [b.tolist() for b in validation_batches(100, 4, 2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    it = BatchIterator(50, 8, seed=3)
+    it.next()
+    before = it.state_dict()
+    ahead = it.rows_within(4)
+    assert it.state_dict() == before  # not moved
+    assert ahead.tolist() == sorted(set(torch.cat([it.next() for _ in range(4)]).tolist()))
+    assert BatchIterator(50, 8, seed=3).rows_within(13).tolist() == list(range(50))
+
+
 def test_corrupted_cache_entry_is_rebuilt(tmp_path):
     from ldlm import features as F
     from ldlm.frozen_lm import FrozenLM, load_tokenizer
@@ -412,11 +467,11 @@ def test_corrupted_cache_entry_is_rebuilt(tmp_path):
     tok, lm = load_tokenizer("minilm"), FrozenLM("minilm")
     enc = tok(["a short passage", "and another one"], padding="max_length", max_length=8, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"].bool()
-    first = F.cached_features(lm, ids, mask, tmp_path, "k")
+    first, done = F.cached_features(lm, ids, mask, tmp_path, "k")
     (tmp_path / "features" / "k.safetensors").write_bytes(b"garbage")
-    again = F.cached_features(lm, ids, mask, tmp_path, "k")
-    assert torch.equal(first, again)
-    assert torch.equal(F.cached_features(lm, ids, mask, tmp_path, "k"), first)
+    again, _ = F.cached_features(lm, ids, mask, tmp_path, "k")
+    assert done.all() and torch.equal(first, again)
+    assert torch.equal(F.cached_features(lm, ids, mask, tmp_path, "k")[0], first)
 
 
 def test_cache_list_and_clear(tmp_path, capsys):

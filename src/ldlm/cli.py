@@ -134,7 +134,8 @@ def cmd_sample(args) -> None:
     _sample_and_print(args.ckpt, out=args.out, show=args.show, trajectory=args.trajectory, model=model, extra=extra,
                       conditions=conditions, num=args.num, steps=args.steps, grid=args.grid, seed=args.seed,
                       solver=args.solver, noise_scale=args.noise_scale, decode_temperature=args.decode_temperature,
-                      round_below=args.round_below, batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
+                      round_below=args.round_below, round_temperature=args.round_temperature,
+                      batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
                       guidance=args.guidance)
 
 
@@ -148,8 +149,9 @@ def add_sample(sub) -> None:
         "ldlm sample --ckpt runs/tiny --prompt 'good morrow' --suffix 'and so farewell.'  # fill the middle",
         "ldlm sample --ckpt runs/tiny --from valid --infill --num 128 --out infill.jsonl  # for `ldlm eval`",
     ], extra="A flag the checkpoint's sampler does not read is an error: LDLM (and TEncDM) read --steps --grid\n"
-             "--solver --noise-scale --decode-temperature --round-below --guidance; MDLM --steps --temperature --top-p; AR\n"
-             "--temperature --top-p (all: --num --batch-size --seed). AR takes a prompt, not a suffix.")
+             "--solver --noise-scale --decode-temperature --round-below --round-temperature --guidance; MDLM --steps\n"
+             "--temperature --top-p; AR --temperature --top-p (all: --num --batch-size --seed). AR takes a prompt,\n"
+             "not a suffix.")
     s.add_argument("--ckpt", required=True, help="run folder, ckpt-<step> folder, export folder or hub id (owner/name)")
     s.add_argument("--num", type=int, help="number of samples (" + _from_ckpt("num") + ")")
     s.add_argument("--steps", type=int, help="reverse-process steps, LDLM and MDLM (" + _from_ckpt("steps") + ")")
@@ -164,6 +166,8 @@ def add_sample(sub) -> None:
                    + _from_ckpt("decode_temperature") + ")")
     s.add_argument("--round-below", type=float, help="LDLM: at steps below this time, read the estimate out as "
                    "text and encode it again (0 = never; " + _from_ckpt("round_below") + ")")
+    s.add_argument("--round-temperature", type=float, help="LDLM: token temperature of that readout, 0 = argmax ("
+                   + _from_ckpt("round_temperature") + ")")
     s.add_argument("--temperature", type=float, help="AR/MDLM: token temperature (" + _from_ckpt("temperature") + ")")
     s.add_argument("--top-p", type=float, help="AR/MDLM: nucleus sampling (" + _from_ckpt("top_p") + ")")
     s.add_argument("--batch-size", type=int, help="samples per batch (" + _from_ckpt("batch_size") + ")")
@@ -222,6 +226,7 @@ def add_frontier(sub) -> None:
     f.add_argument("--top-p", help="comma list of nucleus sampling thresholds (baselines)")
     f.add_argument("--decode-temperature", help="comma list of LDLM readout temperatures (0 = argmax), e.g. 0,0.7")
     f.add_argument("--round-below", help="comma list of rounding times (LDLM; 0 = never), e.g. 0,0.1")
+    f.add_argument("--round-temperature", help="comma list of rounding readout temperatures (LDLM; 0 = argmax), e.g. 0,0.7")
     f.add_argument("--solver", help="comma list of solvers (LDLM): sde,ode")
     f.add_argument("--num", type=int, default=128, help="samples per setting")
     f.add_argument("--sample-seed", type=int, default=0, help="sampling seed (the same for every setting)")

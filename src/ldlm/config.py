@@ -129,7 +129,7 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW weight decay
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
     ema: float = 0.999  # EMA decay of the trained weights (used for sampling)
-    bf16: bool = True  # bf16 autocast (fast on recent CPUs and GPUs)
+    bf16: bool = True  # bf16 autocast where bf16 runs in hardware (GPUs, CPUs with AVX512-BF16/AMX); fp32 elsewhere
     seed: int = 0  # seed of initialisation, batches and noise
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
     log_every: int = 10  # steps between metrics-log lines
@@ -156,6 +156,7 @@ class SampleConfig:
     # LDLM/TEncDM: at the steps that start below this time, the estimate of z0 is read out as text and encoded again,
     # so the sampler goes on from the latent of a real token sequence (Diffusion-LM's rounding); 0 = never
     round_below: float = 0.0
+    round_temperature: float = 0.0  # LDLM/TEncDM: token temperature of that readout (0 = argmax; > 0 samples it)
     top_p: float = 1.0  # nucleus sampling for the baselines
     guidance: float = 0.0  # LDLM/TEncDM with a prompt: classifier-free guidance weight w (0 = none; trained by recipe.cond_prob)
     cache: bool = True  # MDLM: reuse the network output of rows that did not change in the previous step
@@ -206,7 +207,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     "model.mask_eps": ("mdlm",),
     "sample.steps": (*_CONTINUOUS, "mdlm"),
     **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid", "guidance",
-                                            "round_below")},
+                                            "round_below", "round_temperature")},
     "sample.temperature": _BASELINES,
     "sample.top_p": _BASELINES,
     "sample.cache": ("mdlm",),

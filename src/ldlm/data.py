@@ -323,6 +323,14 @@ class BatchIterator:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
 
+    def rows_within(self, steps: int) -> torch.Tensor:
+        """The distinct rows the next `steps` batches draw (sorted), without moving this iterator."""
+        if steps * self.batch_size >= len(self._perm) * 2:
+            return torch.arange(self.n)  # every row at least once: no need to draw them
+        it = BatchIterator(self.n, self.batch_size, self.seed, self.rank, self.world_size)
+        it.load_state_dict(self.state_dict())
+        return torch.unique(torch.cat([it.next() for _ in range(steps)]))
+
     def load_state_dict(self, s: dict) -> None:
         self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
         self._perm = self._permutation()

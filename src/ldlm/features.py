@@ -20,6 +20,7 @@ import torch
 from .cache import building, cache_root
 from .checkpoint import save_tensors
 from .frozen_lm import FrozenLM
+from .precision import autocast, native_bf16
 
 FORMAT = 1
 
@@ -57,46 +58,61 @@ def compute_features(lm: FrozenLM, ids: torch.Tensor, mask: torch.Tensor, batch_
     from tqdm import tqdm
 
     out = torch.empty(ids.shape[0], ids.shape[1], lm.hidden, dtype=torch.float16)
-    use_bf16 = device == "cpu" or torch.cuda.is_available()
+    use_bf16 = native_bf16(device)  # a CPU without bf16 hardware runs it ~50x slower than fp32 (precision.py)
     for i in tqdm(range(0, ids.shape[0], batch_size), desc=desc, unit="batch", leave=False,
                   disable=os.environ.get("LDLM_QUIET") == "1"):
         x, m = ids[i: i + batch_size].to(device), mask[i: i + batch_size].to(device)
-        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(device, use_bf16):
             h = lm.raw_features(x, m)
         out[i: i + batch_size] = h.to("cpu", torch.float16)
     return out
 
 
-def _read(path: Path, shape) -> torch.Tensor | None:
+def _read(path: Path, shape) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(features, done): `done` [rows] marks the rows the entry holds (an entry without it holds all)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
         return None
     try:
-        f = load_file(str(path))["features"]
+        t = load_file(str(path))
+        f = t["features"]
+        done = t["done"].bool() if "done" in t else torch.ones(f.shape[0], dtype=torch.bool)
     except (SafetensorError, KeyError, OSError, RuntimeError):
         return None  # corrupted: rebuilt below (it is only a cache)
-    return f if tuple(f.shape[:2]) == tuple(shape) else None
+    return (f, done) if tuple(f.shape[:2]) == tuple(shape) and done.shape == (f.shape[0],) else None
 
 
 def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str = "cpu",
-                    describe: dict | None = None) -> torch.Tensor:
-    """Features from `root/features/<key>.safetensors`, computed and written atomically if absent."""
+                    describe: dict | None = None, rows: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, done) from `root/features/<key>.safetensors`. The rows in `rows` (all if None) that the entry
+    lacks are computed, merged in and the entry written again atomically; `done` marks the rows it holds (the
+    others are zeros). A run that reads only part of a split so computes only that part."""
     path = Path(root) / "features" / f"{key}.safetensors"
-    f = _read(path, ids.shape)
-    if f is not None:
-        return f
+    want = torch.ones(ids.shape[0], dtype=torch.bool)
+    if rows is not None:
+        want = torch.zeros(ids.shape[0], dtype=torch.bool)
+        want[rows] = True
+    got = _read(path, ids.shape)
+    if got is not None and got[1][want].all():
+        return got
     with building(path, quiet=os.environ.get("LDLM_QUIET") == "1"):
-        f = _read(path, ids.shape)  # another process may have built it while we waited
-        if f is not None:
-            return f
-        f = compute_features(lm, ids, mask, device=device)
-        meta = {"lm": lm.name, "layer": lm.layer, "rows": int(f.shape[0]), "seq_len": int(f.shape[1]),
-                "hidden": int(f.shape[2]), "created": time.time(), **(describe or {})}
+        got = _read(path, ids.shape)  # another process may have built it while we waited
+        if got is not None and got[1][want].all():
+            return got
+        f, done = got if got is not None else (
+            torch.zeros(ids.shape[0], ids.shape[1], lm.hidden, dtype=torch.float16),
+            torch.zeros(ids.shape[0], dtype=torch.bool))
+        todo = (want & ~done).nonzero().squeeze(1)
+        f[todo] = compute_features(lm, ids[todo], mask[todo], device=device)
+        done = done | want
+        meta = {"lm": lm.name, "layer": lm.layer, "rows": int(f.shape[0]), "rows_done": int(done.sum()),
+                "seq_len": int(f.shape[1]), "hidden": int(f.shape[2]), "created": time.time(), **(describe or {})}
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
-            save_tensors({"features": f}, tmp)
+            save_tensors({"features": f, **({} if done.all() else {"done": done.to(torch.uint8)})}, tmp)
             path.with_suffix(".json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as e:  # a full cache disk costs speed, not the run: keep the features in memory
@@ -104,35 +120,51 @@ def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str =
             if os.environ.get("LDLM_QUIET") != "1":
                 print(f"warning: cannot cache features in {path.parent} ({e.strerror}); continuing without the cache",
                       file=sys.stderr)
-    return f
+    return f, done
+
+
+NORM_ROWS = 4096  # the normalisation statistics are fitted on the first rows of the training split
 
 
 class CorpusFeatures:
     """Raw frozen-LM features of a corpus's splits: cached on disk (`data.cache_features`), or
-    computed batch by batch when they are too large to keep (paper-scale corpora)."""
+    computed batch by batch when they are too large to keep (paper-scale corpora).
 
-    def __init__(self, lm: FrozenLM, corpus, data_cfg, device):
+    `rows` ({'train': idx, 'valid': idx}, None = all) names the rows a run will read: only those are
+    computed (and cached). A row read that was not named is computed then and kept in memory."""
+
+    def __init__(self, lm: FrozenLM, corpus, data_cfg, device, rows: dict[str, torch.Tensor] | None = None):
         self.lm = lm
         self.feats: dict[str, torch.Tensor] = {}
+        self.done: dict[str, torch.Tensor] = {}
         if not data_cfg.cache_features:
             return
         root, lm_hash = cache_root(data_cfg.cache_dir), lm_fingerprint(lm)
         for name, split in (("train", corpus.train), ("valid", corpus.valid)):
+            want = None if rows is None or rows.get(name) is None else rows[name]
+            if want is not None and name == "train":
+                want = torch.cat([want, torch.arange(min(NORM_ROWS, len(split.ids)))])
             content = None if torch.is_tensor(split.ids) else f"{corpus.fingerprint}-{name}"
             key = feature_key(lm_hash, lm.layer, split.ids, split.mask, content)
-            self.feats[name] = cached_features(lm, split.ids, split.mask, root, key, str(device),
-                                               {"split": name, "corpus": data_cfg.corpus})
+            self.feats[name], self.done[name] = cached_features(
+                lm, split.ids, split.mask, root, key, str(device), {"split": name, "corpus": data_cfg.corpus}, want)
 
     def raw(self, split: str, idx: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, L, D] float32 raw features of rows `idx` (whose ids/mask, on the device, are given)."""
-        if split in self.feats:
-            return self.feats[split][idx].to(ids.device).float()
-        return self.lm.raw_features(ids, mask)
+        if split not in self.feats:
+            return self.lm.raw_features(ids, mask)
+        missing = ~self.done[split][idx]
+        if missing.any():  # rows the run did not announce: computed now, through fp16 like the cached ones
+            with torch.no_grad():
+                h = self.lm.raw_features(ids[missing.to(ids.device)], mask[missing.to(ids.device)])
+            self.feats[split][idx[missing]] = h.to("cpu", torch.float16)
+            self.done[split][idx[missing]] = True
+        return self.feats[split][idx].to(ids.device).float()
 
     def normalisation_sample(self, corpus, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw features, mask) of up to 4096 cached (or 1024 computed) training passages."""
         if "train" in self.feats:
-            sample = self.feats["train"][:4096]
+            sample = self.feats["train"][:NORM_ROWS]
         else:
             sample = compute_features(self.lm, corpus.train.ids[:1024], corpus.train.mask[:1024], device=str(device))
         n = sample.shape[0]

@@ -20,7 +20,7 @@ from .errors import UserError
 
 # sampling setting -> (type, short name used in labels and file names)
 SWEEPABLE = {"steps": (int, "S"), "noise_scale": (float, "ns"), "decode_temperature": (float, "dT"),
-             "round_below": (float, "rb"), "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
+             "round_below": (float, "rb"), "round_temperature": (float, "rT"), "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
 CSV_METRICS = ["gen_ppl", "entropy", "mauve", "distinct1_set", "distinct2_set", "distinct3_set",
                "distinct1_within", "distinct2_within", "distinct3_within", "rep4", "mean_words", "mean_tokens",
                "tokens_scored", "num", "unique_texts"]
@@ -42,7 +42,7 @@ def sweep_grid(args) -> list[dict]:
              for k, (typ, _) in SWEEPABLE.items() if getattr(args, k, None)}
     if not lists:
         raise UserError("give at least one list to sweep: --steps, --noise-scale, --decode-temperature, --round-below, "
-                        "--temperature, --top-p or --solver")
+                        "--round-temperature, --temperature, --top-p or --solver")
     return [dict(zip(lists, combo)) for combo in itertools.product(*lists.values())]
 
 

@@ -21,7 +21,8 @@ from .config import SampleConfig, choices
 from .ema import apply_ema
 from .errors import UserError
 from .frozen_lm import load_tokenizer
-from .trainer import autocast, pick_device, setup_model
+from .precision import autocast
+from .trainer import pick_device, setup_model
 
 # sampling setting -> its command-line flag, for messages
 FLAGS = {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(SampleConfig)}
@@ -78,6 +79,8 @@ def sample_settings(model: Algorithm, **overrides) -> SampleConfig:
         raise UserError(f"--noise-scale must be >= 0, got {sc.noise_scale}")
     if not 0.0 <= sc.round_below <= 1.0:
         raise UserError(f"--round-below must be in [0, 1] (a time of the reverse process; 0 = never), got {sc.round_below}")
+    if sc.round_temperature < 0:
+        raise UserError(f"--round-temperature must be >= 0 (0 = argmax), got {sc.round_temperature}")
     if sc.guidance < 0:
         raise UserError(f"--guidance must be >= 0 (0 = no guidance), got {sc.guidance}")
     for k in ("solver", "grid"):

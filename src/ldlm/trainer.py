@@ -41,6 +41,7 @@ from .data import BatchIterator, check_corpus_size, load_corpus
 from .ema import EMA
 from .errors import UserError
 from .frozen_lm import load_tokenizer
+from .precision import autocast, native_bf16
 from .resume import check_corpus, check_resume
 from .runlock import RunLock
 from .tracker import Tracker, check_tracker, open_tracker
@@ -52,6 +53,21 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+
+
+def validation_batches(n: int, batch_size: int, eval_batches: int) -> list[torch.Tensor]:
+    """Row indices of each validation batch: consecutive rows from the split's start, the same every time
+    (up to `eval_batches` batches of 2 rows or more, stopping at the split's end)."""
+    out = []
+    for i in range(eval_batches):
+        start = (i * batch_size) % n
+        idx = torch.arange(start, min(n, start + batch_size))
+        if len(idx) < 2:
+            continue
+        out.append(idx)
+        if start + batch_size >= n:
+            break
+    return out
 
 
 def micro_seed(seed: int, step: int, j: int) -> int:
@@ -76,12 +92,6 @@ def lr_at(step: int, tc) -> float:
     progress = (step - tc.lr_warmup) / max(1, schedule_horizon(tc) - tc.lr_warmup)
     floor = tc.min_lr_frac * tc.lr
     return floor + (tc.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
@@ -123,6 +133,8 @@ class Trainer:
         self.dist = du.init(want)
         self.quiet = quiet or os.environ.get("LDLM_QUIET") == "1" or not self.dist.main
         self.device = pick_device(tc.device, self.dist.local_rank)
+        # train.bf16 asks for bf16 autocast; a CPU that emulates bf16 (no AVX512-BF16/AMX) gets fp32 (precision.py)
+        self.bf16 = tc.bf16 and native_bf16(self.device)
         self.resume_from = None
         if self.out.exists() and any(self.out.glob("ckpt-*")):
             if not resume:
@@ -155,15 +167,19 @@ class Trainer:
         # warned about when training starts (a run that fails to start says one thing: why)
         self.corpus_warning = check_corpus_size(cfg.data, tc, len(self.corpus.train), len(self.corpus.valid),
                                                 self.dist.world_size)
+        # one global batch per optimizer step, identical on every rank; each rank takes its slices
+        self.batches = BatchIterator(len(self.corpus.train), self.global_batch, tc.seed)
         t = time.time()
-        self.model.prepare(self.corpus, self.device)  # LDLM: the frozen LM's features (cached on disk)
+        # LDLM: the frozen LM's features (cached on disk) of the rows this run reads, from step 0 to its end
+        rows = {"train": self.batches.rows_within(max(tc.steps, schedule_horizon(tc))),
+                "valid": torch.cat(validation_batches(len(self.corpus.valid), tc.batch_size, tc.eval_batches)
+                                   or [torch.zeros(0, dtype=torch.long)])}
+        self.model.prepare(self.corpus, self.device, rows)
         self.setup_s["prepare"] = time.time() - t
         if self.dist.main:
             du.barrier(self.dist)
         self.opt = make_optimizer(self.model, tc)
         self.ema = EMA(self.model, tc.ema)
-        # one global batch per optimizer step, identical on every rank; each rank takes its slices
-        self.batches = BatchIterator(len(self.corpus.train), self.global_batch, tc.seed)
         self.step = 0
         if self.resume_from is not None:
             self._load(self.resume_from)
@@ -283,18 +299,12 @@ class Trainer:
         n = len(self.corpus.valid)
         sums: dict[str, float] = {}
         batches = 0
-        with self.ema.swapped_in(self.model), autocast(self.device, tc.bf16):
-            for i in range(tc.eval_batches):
-                start = (i * tc.batch_size) % n
-                idx = torch.arange(start, min(n, start + tc.batch_size))
-                if len(idx) < 2:
-                    continue
+        with self.ema.swapped_in(self.model), autocast(self.device, self.bf16):
+            for idx in validation_batches(n, tc.batch_size, tc.eval_batches):
                 out = self.model.evaluate(self.model.get_batch("valid", idx, self.device), g)
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + v
                 batches += 1
-                if start + tc.batch_size >= n:
-                    break
         self.model.train()
         return {k: v / max(1, batches) for k, v in sums.items()}
 
@@ -336,7 +346,7 @@ class Trainer:
             sync = self.dist.enabled and m < A - 1
             with (self.wrapped.no_sync() if sync else contextlib.nullcontext()):
                 try:
-                    with autocast(self.device, tc.bf16):
+                    with autocast(self.device, self.bf16):
                         loss, logs = self.fwd(batch, self.step)
                     (loss / A).backward()
                 except torch.OutOfMemoryError:
@@ -410,7 +420,7 @@ class Trainer:
         self.log({"event": "resume" if self.resume_from is not None else "start", "step": self.step,
                   "algo": cfg.algo, "trainable_params": counts["trainable"], "params": counts,
                   "output_vocab": self.model.output_vocab_size(), "device": str(self.device),
-                  "world_size": self.dist.world_size, "global_batch": self.global_batch,
+                  "world_size": self.dist.world_size, "global_batch": self.global_batch, "bf16": self.bf16,
                   "train_passages": len(self.corpus.train), "valid_passages": len(self.corpus.valid),
                   **({"corpus_warning": self.corpus_warning} if self.corpus_warning else {}),
                   "time": time.time(), "setup_s": {k: round(v, 2) for k, v in self.setup_s.items()},
@@ -422,7 +432,9 @@ class Trainer:
                   f"tokens; {len(self.corpus.train)} train / "
                   f"{len(self.corpus.valid)} valid passages of {cfg.data.seq_len} tokens; device {self.device}"
                   + (f" x {self.dist.world_size} processes" if self.dist.enabled else "")
-                  + f"; global batch {self.global_batch}")
+                  + f"; global batch {self.global_batch}"
+                  + ("; fp32 (train.bf16 asked for bf16, which this CPU emulates: ~50x slower)"
+                     if tc.bf16 and not self.bf16 else ""))
         self.wrapped.train()
         tokens_per_step = self.global_batch * cfg.data.seq_len
         bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {cfg.algo}", unit="step",

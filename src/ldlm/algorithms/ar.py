@@ -51,8 +51,8 @@ def baseline_net(cfg: Config, tokenizer, never: tuple[int, ...] = ()) -> TokenTr
 class Baseline(Algorithm):
     """What AR and MDLM share: the `TokenTransformer` in `self.net` and its output vocabulary."""
 
-    def prepare(self, corpus, device) -> None:
-        super().prepare(corpus, device)
+    def prepare(self, corpus, device, rows: dict | None = None) -> None:
+        super().prepare(corpus, device, rows)
         if self.cfg.model.readout_vocab == "corpus":  # the same output vocabulary as LDLM's readout
             self.net.set_vocab(torch.unique(corpus.train.ids), always=corpus_specials(self.tokenizer))
 

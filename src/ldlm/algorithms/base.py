@@ -36,8 +36,9 @@ class Algorithm(nn.Module):
         self.splits: dict = {}
 
     # -- data -----------------------------------------------------------------------------
-    def prepare(self, corpus: Corpus, device) -> None:
-        """Called once before training with the tokenised corpus (e.g. to cache features)."""
+    def prepare(self, corpus: Corpus, device, rows: dict | None = None) -> None:
+        """Called once before training with the tokenised corpus (e.g. to cache features). `rows`
+        ({'train': idx, 'valid': idx}; None = all) are the rows training will read: a hint, any row must work."""
         self.splits = {"train": corpus.train, "valid": corpus.valid}
 
     def get_batch(self, split: str, idx: torch.Tensor, device) -> dict:

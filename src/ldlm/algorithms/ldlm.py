@@ -96,17 +96,20 @@ class RoundedDenoiser:
     """The denoiser as `reverse_diffusion` calls it, with each estimate of z0 at a step that starts below time
     `below` replaced by `model.round_latents` of it: the latent of the text it reads out as, so the sampler goes
     on from a point the encoder can produce rather than from a posterior mean that blends several texts
-    (Diffusion-LM's rounding to the nearest word embedding, on the learned latent space). The condition's latents,
+    (Diffusion-LM's rounding to the nearest word embedding, on the learned latent space). With `temperature` > 0
+    the text is sampled from the readout at that temperature instead of taken by argmax. The condition's latents,
     if any, stay clamped. Costs a latent-decoder, readout, frozen-LM and encoder pass per rounded step."""
 
-    def __init__(self, model: "LDLM", denoiser, below: float, given: Given | None = None):
+    def __init__(self, model: "LDLM", denoiser, below: float, given: Given | None = None,
+                 temperature: float = 0.0, generator: torch.Generator | None = None):
         self.model, self.denoiser, self.below, self.given = model, denoiser, below, given
+        self.temperature, self.generator = temperature, generator
 
     def __call__(self, z, t, z_sc=None):
         z0 = self.denoiser(z, t, z_sc).float()
         if float(t.max()) >= self.below:
             return z0
-        z0r = self.model.round_latents(z0, self.given)
+        z0r = self.model.round_latents(z0, self.given, self.temperature, self.generator)
         return self.denoiser.clamp(z0r) if isinstance(self.denoiser, ClampedDenoiser) else z0r
 
 
@@ -153,13 +156,13 @@ class LDLM(Algorithm):
         return -(-self.cfg.data.seq_len // self.latent_shape()[0])
 
     # -- data -----------------------------------------------------------------------------
-    def prepare(self, corpus: Corpus, device) -> None:
-        super().prepare(corpus, device)
+    def prepare(self, corpus: Corpus, device, rows: dict | None = None) -> None:
+        super().prepare(corpus, device, rows)
         if self.cfg.model.readout_vocab == "corpus":
             specials = [i for i in (self.tokenizer.pad_token_id, self.tokenizer.cls_token_id,
                                     self.tokenizer.sep_token_id) if i is not None]
             self.readout.set_vocab(torch.unique(corpus.train.ids), always=tuple(specials))
-        self.features = CorpusFeatures(self.frozen, corpus, self.cfg.data, device)
+        self.features = CorpusFeatures(self.frozen, corpus, self.cfg.data, device, rows)
         # per-dimension normalisation of the features, fitted on the training split (saved with the model)
         self.frozen.fit_normalisation(*self.features.normalisation_sample(corpus, device))
 
@@ -430,10 +433,12 @@ class LDLM(Algorithm):
         return self.decode_latents(self.encode(self.frozen.features(ids, mask), mask, frozen=True))
 
     @torch.no_grad()
-    def round_latents(self, z0: torch.Tensor, given: Given | None = None) -> torch.Tensor:
-        """The latents of the text that `z0` reads out as: argmax tokens (a condition's own tokens where it gives
-        them), cut after the first [SEP] past the condition, through the frozen LM and the encoder again."""
-        ids = self.decode_latents(z0)
+    def round_latents(self, z0: torch.Tensor, given: Given | None = None, temperature: float = 0.0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """The latents of the text that `z0` reads out as: argmax tokens, or tokens sampled at `temperature` > 0
+        (a condition's own tokens where it gives them), cut after the first [SEP] past the condition, through the
+        frozen LM and the encoder again."""
+        ids = self.decode_latents(z0, temperature, generator)
         last_given = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
         if given is not None:
             ids = torch.where(given.mask, given.ids, ids)
@@ -450,7 +455,7 @@ class LDLM(Algorithm):
             given = given.to(device)
             den = ClampedDenoiser(self.denoiser, *self.condition_latents(given), guidance=sc.guidance)
         if sc.round_below > 0:
-            den = RoundedDenoiser(self, den, sc.round_below, given)
+            den = RoundedDenoiser(self, den, sc.round_below, given, sc.round_temperature, generator)
         z0 = reverse_diffusion(den, self.schedule, (num, *self.latent_shape()), sc.steps,
                                sc.solver, sc.noise_scale, generator, device, grid=sc.grid, callback=callback)
         ids = self.decode_latents(z0, sc.decode_temperature, generator)
