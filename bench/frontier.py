@@ -63,8 +63,8 @@ KNOBS = {"ldlm": [("steps", "ldlm_steps", int), ("noise_scale", "ldlm_noise", fl
                     ("decode_temperature", "tencdm_decode_temps", float), ("round_below", "tencdm_round", float),
                     ("round_temperature", "tencdm_round_temps", float)]}
 BASELINES = ("ar", "tencdm")  # compared with LDLM point against point (no steps-crossing interpolation)
-FULL = {"ldlm_steps": "10,25", "ldlm_noise": "0.8,0.9,1.0", "ldlm_decode_temps": "0,0.7", "ldlm_round": "0,0.1",
-        "ldlm_round_temps": "0",
+FULL = {"ldlm_steps": "10,25", "ldlm_noise": "0.9,1.2", "ldlm_decode_temps": "0,0.7", "ldlm_round": "0,0.1",
+        "ldlm_round_temps": "0,1.0",
         "mdlm_steps": "16,64,256,1024", "mdlm_temps": "0.8,0.9,1.0", "mdlm_top_p": "0.9,1.0",
         "ar_temps": "0.6,0.7,0.8,0.9,1.0,1.1", "ar_top_p": "0.8,0.9,0.95,1.0", "num": 256,
         "timing_repeats": 5, "timing_num": 64}
@@ -77,6 +77,7 @@ KEYS = ["steps", "noise_scale", "decode_temperature", "round_below", "round_temp
 SHORT = {"steps": "S", "noise_scale": "ns", "decode_temperature": "dT", "round_below": "rb", "round_temperature": "rT",
          "temperature": "T", "top_p": "p"}
 OFF = {"round_below": 0.0, "round_temperature": 0.0}  # a knob at this value is left out of the label (labels from before the knob still match)
+INERT = {"round_temperature": ("round_below", 0.0)}  # knob: (other knob, value at which it does nothing): not swept there
 
 
 def parse_args(argv=None):
@@ -122,7 +123,9 @@ def grid(algo: str, a) -> list[dict]:
             sys.exit(f"--{arg.replace('_', '-')} is empty; give at least one value")
         lists.append(values)
     combos = itertools.product(*reversed(lists))
-    return [{key: v for (key, _, _), v in zip(knobs, reversed(c))} for c in combos]
+    settings = [{key: v for (key, _, _), v in zip(knobs, reversed(c))} for c in combos]
+    return [s for s in settings  # a knob with no effect at another's value keeps only its off value there
+            if not any(k in s and s.get(other) == at and s[k] != OFF[k] for k, (other, at) in INERT.items())]
 
 
 def label(setting: dict) -> str:

@@ -86,9 +86,8 @@ def test_summary_and_grids():
 
 def test_default_frontier_grids_sweep_every_knob_of_every_model_equally_broadly():
     a = frontier.parse_args([])
-    knobs = {"ldlm": {"steps", "noise_scale", "decode_temperature", "round_below"},
-             "mdlm": {"steps", "temperature", "top_p"}, "ar": {"temperature", "top_p"},
-             "tencdm": {"steps", "noise_scale", "decode_temperature", "round_below"}}
+    ldlm = {"steps", "noise_scale", "decode_temperature", "round_below", "round_temperature"}
+    knobs = {"ldlm": ldlm, "mdlm": {"steps", "temperature", "top_p"}, "ar": {"temperature", "top_p"}, "tencdm": ldlm}
     sizes = {}
     for algo, want in knobs.items():
         g = frontier.grid(algo, a)
@@ -97,6 +96,10 @@ def test_default_frontier_grids_sweep_every_knob_of_every_model_equally_broadly(
             assert len({s[k] for s in g}) >= 2, (algo, k)
         sizes[algo] = len(g)
     assert len(set(sizes.values())) == 1, sizes
+    # the rounding readout's temperature does nothing without rounding: not swept there (no duplicate samples)
+    g = frontier.grid("ldlm", a)
+    assert not [s for s in g if s["round_below"] == 0 and s["round_temperature"] != 0]
+    assert {s["round_temperature"] for s in g if s["round_below"] > 0} == {0.0, 1.0}
     # both baselines' temperature-like knobs reach below 1 (the low-entropy side), as LDLM's noise scale does
     for algo, k in (("ldlm", "noise_scale"), ("mdlm", "temperature"), ("ar", "temperature"), ("mdlm", "top_p"),
                     ("ar", "top_p")):
