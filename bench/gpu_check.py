@@ -134,17 +134,20 @@ def stage_env(args) -> dict:
 
 
 def measure_matmul(device: str, n: int) -> dict:
-    """bf16 n x n x n matrix products on the device: the rate real code can reach (MFU's 'measured' peak)."""
+    """n x n x n matrix products on the device in the dtype training computes in (bf16 where it is native, else
+    fp32: src/ldlm/precision.py): the rate real code can reach (MFU's 'measured' peak)."""
     import torch
 
     import benchlib as B
+    from ldlm.precision import native_bf16
 
+    dtype = torch.bfloat16 if native_bf16(device) else torch.float32
     g = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=g)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=g)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     times = B.time_runs(lambda: a @ b, device, warmup=3, repeats=10, max_repeats=10)
     s = B.summary(times)
-    return {"n": n, "dtype": "bfloat16", "s": s, "tflops": 2 * n ** 3 / s["median"] / 1e12}
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "s": s, "tflops": 2 * n ** 3 / s["median"] / 1e12}
 
 
 def datasheet_tflops(device_name: str | None) -> float | None:
@@ -238,7 +241,7 @@ def stage_train(args, compile_: bool) -> dict:
     den = tr.model.denoiser
     if compile_:
         den = torch.compile(den)
-    den_fn = denoiser_step_fn(den, gb, cfg, dev, cfg.train.bf16)
+    den_fn = denoiser_step_fn(den, gb, cfg, dev, tr.bf16)
     den_times = B.time_runs(den_fn, dev, args.warmup, max(2, args.steps), max_repeats=max(2, args.steps))
     ds = B.summary(den_times)
 
@@ -250,7 +253,7 @@ def stage_train(args, compile_: bool) -> dict:
         return None if not peak_tf else fl_ / sec / (peak_tf * 1e12)
 
     out = {"config": os.path.relpath(args.config, ROOT), "overrides": over, "compile": compile_,
-           "compile_backend": args.compile_backend if compile_ else None, "bf16": cfg.train.bf16,
+           "compile_backend": args.compile_backend if compile_ else None, "bf16": tr.bf16,
            "batch": gb, "seq_len": L, "params": param_counts(tr.model),
            "build_s": build_s, "warmup_step_s": warm, "step_s": s, "tokens_per_s": gb * L / s["median"],
            "tokens_per_s_iqr": [gb * L / s["q3"], gb * L / s["q1"]], **peak,
@@ -539,7 +542,7 @@ def markdown(res: dict) -> str:
         lines += [f"nvidia-smi: {env['nvidia_smi']}", ""]
     if env.get("matmul"):
         mm = env["matmul"]
-        lines += [f"bf16 matrix product {mm['n']}³ on the device: {mm['tflops']:.1f} TFLOP/s (median of "
+        lines += [f"{mm.get('dtype', 'bfloat16')} matrix product {mm['n']}³ on the device: {mm['tflops']:.1f} TFLOP/s (median of "
                   f"{mm['s']['n']}).", ""]
     missing = [k for k, v in (env.get("modules") or {}).items() if v == "MISSING"]
     if missing:
@@ -562,7 +565,8 @@ def markdown(res: dict) -> str:
     if trains:
         t0 = trains[0][1]
         fl = t0["flops"]
-        lines += ["", f"## Training: {t0['config']}, batch {t0['batch']} × {t0['seq_len']} tokens, bf16 autocast", "",
+        lines += ["", f"## Training: {t0['config']}, batch {t0['batch']} × {t0['seq_len']} tokens, "
+                  + ("bf16 autocast" if t0.get("bf16", True) else "fp32 (no bf16 hardware)"), "",
                   f"FLOPs per step {_flop(fl['step'])} ({_flop(fl['per_token'])} per token); parts: "
                   + ", ".join(f"{k} {_flop(v)}" for k, v in fl["parts"].items())
                   + f"; the denoiser is {fl['denoiser_share']:.0%} of the step. MFU against "
