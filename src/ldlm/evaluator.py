@@ -238,7 +238,6 @@ class Evaluator:
         return out
 
 
-@functools.lru_cache(maxsize=None)
 def load_evaluator(name: str = SMOLLM2, device: str = "cpu", bf16: bool | None = None) -> Evaluator:
     """Load once per process (a frontier sweep and the tests reuse it); batch size etc. can be set after."""
     return _load_cached(name, device, bf16)  # positional, so that every call shares one cache key
