@@ -274,8 +274,8 @@ def test_full_cache_disk_costs_speed_not_the_run(tmp_path, monkeypatch, capsys):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(F, "save_tensors", full)
-    f = F.cached_features(lm, enc["input_ids"], enc["attention_mask"].bool(), tmp_path, "k")
-    assert f.shape == (2, 8, lm.hidden) and "cannot cache features" in capsys.readouterr().err
+    f, done = F.cached_features(lm, enc["input_ids"], enc["attention_mask"].bool(), tmp_path, "k")
+    assert f.shape == (2, 8, lm.hidden) and done.all() and "cannot cache features" in capsys.readouterr().err
     assert not [p for p in (tmp_path / "features").iterdir() if "safetensors" in p.name and "lock" not in p.name]
 
 
