@@ -77,7 +77,6 @@ KEYS = ["steps", "noise_scale", "decode_temperature", "round_below", "round_temp
 SHORT = {"steps": "S", "noise_scale": "ns", "decode_temperature": "dT", "round_below": "rb", "round_temperature": "rT",
          "temperature": "T", "top_p": "p"}
 OFF = {"round_below": 0.0, "round_temperature": 0.0}  # a knob at this value is left out of the label (labels from before the knob still match)
-INERT = {"round_temperature": ("round_below", 0.0)}  # knob: (other knob, value at which it does nothing): not swept there
 
 
 def parse_args(argv=None):
@@ -123,9 +122,9 @@ def grid(algo: str, a) -> list[dict]:
             sys.exit(f"--{arg.replace('_', '-')} is empty; give at least one value")
         lists.append(values)
     combos = itertools.product(*reversed(lists))
-    settings = [{key: v for (key, _, _), v in zip(knobs, reversed(c))} for c in combos]
-    return [s for s in settings  # a knob with no effect at another's value keeps only its off value there
-            if not any(k in s and s.get(other) == at and s[k] != OFF[k] for k, (other, at) in INERT.items())]
+    from ldlm.frontier import drop_inert  # a knob with no effect at another's value keeps only its off value there
+
+    return drop_inert([{key: v for (key, _, _), v in zip(knobs, reversed(c))} for c in combos])
 
 
 def label(setting: dict) -> str:

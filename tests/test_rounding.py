@@ -91,6 +91,20 @@ def test_sampled_rounding_reads_out_sampled_text_and_argmax_at_temperature_zero(
     assert torch.equal(rd(z0, torch.full((4,), 0.2)), a)
 
 
+def test_sweeps_set_the_rounding_temperature_only_where_there_is_rounding():
+    """Without rounding the readout's temperature does nothing: `ldlm frontier` (and bench/frontier.py, through the
+    same drop_inert) keeps it at 0 there instead of sampling the same texts under other labels."""
+    from types import SimpleNamespace
+
+    from ldlm.frontier import sweep_grid
+
+    args = SimpleNamespace(steps="25", noise_scale=None, decode_temperature=None, round_below="0,0.1",
+                           round_temperature="0,1.0", temperature=None, top_p=None, solver=None)
+    assert sweep_grid(args) == [{"steps": 25, "round_below": 0.0, "round_temperature": 0.0},
+                                {"steps": 25, "round_below": 0.1, "round_temperature": 0.0},
+                                {"steps": 25, "round_below": 0.1, "round_temperature": 1.0}]
+
+
 def test_rounding_keeps_a_condition_clamped_and_its_tokens(tok):
     model = micro(tok)
     conds = C.make_conditions(tok, ["to be or not to be", "my lord", None], [None, "the end of it", "farewell"])

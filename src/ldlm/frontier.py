@@ -36,14 +36,25 @@ def parse_list(text: str, typ: type, flag: str) -> list:
     return values
 
 
+# setting: (another setting, its value at which the first does nothing, the first's off value). A sweep keeps only
+# the off value there: the other combinations would sample the same texts under other labels.
+INERT = {"round_temperature": ("round_below", 0.0, 0.0)}  # the rounding readout's temperature without rounding
+
+
+def drop_inert(settings: list[dict]) -> list[dict]:
+    """`settings` without those that set a knob where it has no effect (INERT) to anything but its off value."""
+    return [s for s in settings if not any(k in s and s.get(other) == at and s[k] != off
+                                           for k, (other, at, off) in INERT.items())]
+
+
 def sweep_grid(args) -> list[dict]:
-    """The cartesian product of every setting given as a list, in the order given."""
+    """The cartesian product of every setting given as a list, in the order given (inert combinations dropped)."""
     lists = {k: parse_list(getattr(args, k), typ, k.replace("_", "-"))
              for k, (typ, _) in SWEEPABLE.items() if getattr(args, k, None)}
     if not lists:
         raise UserError("give at least one list to sweep: --steps, --noise-scale, --decode-temperature, --round-below, "
                         "--round-temperature, --temperature, --top-p or --solver")
-    return [dict(zip(lists, combo)) for combo in itertools.product(*lists.values())]
+    return drop_inert([dict(zip(lists, combo)) for combo in itertools.product(*lists.values())])
 
 
 def label_of(setting: dict) -> str:
