@@ -165,7 +165,8 @@ def test_unknown_evaluator_and_missing_checkpoint(tmp_path, capsys):
         Evaluator(str(tmp_path / "model.gguf"))
     assert main(["eval", str(samples), "--reference", "valid", "--eval-lm", "none"]) == 2
     assert "--ckpt" in capsys.readouterr().err
-    for bad, fragment in ((["--steps", "10,x"], "comma list of int"), ([], "at least one list")):
+    for bad, fragment in ((["--steps", "10,x"], "comma list of int"), ([], "at least one list"),
+                          (["--steps", "2", "--sample-seed", "1,1"], "a seed twice")):
         assert main(["frontier", "--ckpt", str(tmp_path), "--out", str(tmp_path / "f"), *bad]) == 2
         assert fragment in capsys.readouterr().err
 
@@ -182,6 +183,26 @@ def test_frontier_on_micro_checkpoint(micro_run, random_lm, tmp_path, capsys):
     assert len(rec) == 4 and rec[0]["steps"] == 4 and rec[0]["noise_scale"] == 0.5 and rec[0]["round_below"] == 0.3
     meta = json.loads((out / "frontier.json").read_text())
     assert meta["swept"] == ["steps", "noise_scale", "round_below"] and "round trip" in meta["settings"]["references"]
+
+
+def test_frontier_over_several_sampling_seeds_reports_the_spread(micro_run, random_lm, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    assert main(["frontier", "--ckpt", str(micro_run), "--steps", "2", "--noise-scale", "0.5,1.0", "--sample-seed",
+                 "0,3", "--num", "4", "--eval-lm", random_lm, "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "frontier.csv")))
+    assert [r["label"] for r in rows] == ["data", "S2 ns0.5 seed0", "S2 ns0.5 seed3", "S2 ns1.0 seed0", "S2 ns1.0 seed3"]
+    assert [r["sample_seed"] for r in rows[1:]] == ["0", "3", "0", "3"]
+    texts = {s: [json.loads(ln)["text"] for ln in open(out / f"samples-S2_ns1.0_seed{s}.jsonl")] for s in (0, 3)}
+    assert texts[0] != texts[3]  # each seed really samples anew
+    meta = json.loads((out / "frontier.json").read_text())
+    assert meta["sample_seed"] == [0, 3]
+    spread = {r["label"]: r for r in meta["seed_spread"]}
+    assert list(spread) == ["S2 ns0.5", "S2 ns1.0"] and spread["S2 ns1.0"]["seeds"] == [0, 3]
+    ppl = [float(r["gen_ppl"]) for r in rows[3:]]
+    g = spread["S2 ns1.0"]["gen_ppl"]
+    assert g["mean"] == pytest.approx(sum(ppl) / 2) and g["min"] == pytest.approx(min(ppl))
+    assert g["std"] == pytest.approx(abs(ppl[0] - ppl[1]) / 2 ** 0.5)
+    assert "over 2 sampling seeds" in capsys.readouterr().out
 
 
 def test_references_are_round_tripped_and_disjoint(micro_run):

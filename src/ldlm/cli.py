@@ -229,7 +229,8 @@ def add_frontier(sub) -> None:
     f.add_argument("--round-temperature", help="comma list of rounding readout temperatures (LDLM; 0 = argmax), e.g. 0,0.7")
     f.add_argument("--solver", help="comma list of solvers (LDLM): sde,ode")
     f.add_argument("--num", type=int, default=128, help="samples per setting")
-    f.add_argument("--sample-seed", type=int, default=0, help="sampling seed (the same for every setting)")
+    f.add_argument("--sample-seed", default="0", help="sampling seed, the same for every setting; a comma list "
+                   "(e.g. 0,1,2) samples every setting once per seed and reports each metric's mean and spread")
     f.add_argument("--out", required=True, help="folder for samples, frontier.csv, frontier.json and frontier.png")
     add_eval_arguments(f)
     f.set_defaults(func=_lazy("frontier", "run_frontier"))

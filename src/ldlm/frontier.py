@@ -57,8 +57,42 @@ def sweep_grid(args) -> list[dict]:
     return drop_inert([dict(zip(lists, combo)) for combo in itertools.product(*lists.values())])
 
 
-def label_of(setting: dict) -> str:
-    return " ".join(f"{SWEEPABLE[k][1]}{v}" for k, v in setting.items())
+def label_of(setting: dict, seed: int | None = None) -> str:
+    """'S25 ns1.2', or 'S25 ns1.2 seed1' for one of several sampling seeds."""
+    return " ".join([f"{SWEEPABLE[k][1]}{v}" for k, v in setting.items()] + ([f"seed{seed}"] if seed is not None else []))
+
+
+SPREAD_METRICS = ("gen_ppl", "entropy", "mauve", "distinct2_set")
+
+
+def seed_spread(rows: list[dict], keys: list[str]) -> list[dict]:
+    """Per setting sampled at several seeds: each metric's mean, sample std and range over the seeds."""
+    import statistics
+
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["label"] != "data":
+            by.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for combo, rs in by.items():
+        row = {"label": label_of(dict(zip(keys, combo))), **dict(zip(keys, combo)), "seeds": [r["sample_seed"] for r in rs]}
+        for m in SPREAD_METRICS:
+            v = [r[m] for r in rs if r.get(m) is not None]
+            if v:
+                row[m] = {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                          "min": min(v), "max": max(v)}
+        out.append(row)
+    return out
+
+
+def format_spread(spread: list[dict]) -> str:
+    head = "| setting | seeds | " + " | ".join(SPREAD_METRICS) + " |"
+    lines = [head, "|" + "---|" * (2 + len(SPREAD_METRICS))]
+    for r in spread:
+        cells = [f"{r[m]['mean']:.3f} ± {r[m]['std']:.3f} ({r[m]['min']:.3f}–{r[m]['max']:.3f})" if m in r else ""
+                 for m in SPREAD_METRICS]
+        lines.append(f"| {r['label']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def write_table(path: Path, rows: list[dict], keys: list[str]) -> None:
@@ -85,7 +119,8 @@ def plot_frontier(path: Path, rows: list[dict], keys: list[str], title: str) -> 
         groups.setdefault(tuple((k, r[k]) for k in keys if k != along), []).append(r)
     for g, rs in groups.items():
         rs = sorted(rs, key=lambda r: r[along])
-        name = label_of(dict(g)) or "samples"
+        g = dict(g)
+        name = label_of({k: v for k, v in g.items() if k in SWEEPABLE}, g.get("sample_seed")) or "samples"
         ax.plot([r["entropy"] for r in rs], [r["gen_ppl"] for r in rs], marker="o", label=name)
         for r in rs:
             ax.annotate(f"{SWEEPABLE[along][1]}{r[along]}, {r['sec_per_sample'] * 1000:.0f} ms", (r["entropy"], r["gen_ppl"]),
@@ -114,6 +149,9 @@ def run_frontier(args) -> list[dict]:
 
     grid = sweep_grid(args)  # bad lists fail before anything slow is loaded
     keys = list(grid[0])
+    seeds = parse_list(str(args.sample_seed), int, "sample-seed")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--sample-seed lists a seed twice ({args.sample_seed}); give distinct seeds")
     if args.num <= 0:
         raise UserError(f"--num must be a positive number of samples, got {args.num}")
     out = Path(args.out)
@@ -127,28 +165,36 @@ def run_frontier(args) -> list[dict]:
                          batch_size=args.batch_size, max_tokens=args.max_tokens, threads=args.threads)
     rows = [{"label": "data", **(ev.data_row() or {})}]
     meta = {"protocol": PROTOCOL, "checkpoint": model.checkpoint, "algo": model.cfg.algo, "num": args.num,
-            "sample_seed": args.sample_seed, "swept": keys, "settings": ev.settings}
-    generate(model, num=min(args.num, 8), seed=args.sample_seed, **grid[0])  # warm-up: one-time costs out of sec/sample
-    bar = tqdm(grid, desc="frontier", unit="setting", dynamic_ncols=True, disable=os.environ.get("LDLM_QUIET") == "1")
-    for setting in bar:
-        bar.set_postfix_str(label_of(setting))
-        records = generate(model, num=args.num, seed=args.sample_seed, progress=True, **setting)
-        label = label_of(setting)
+            "sample_seed": seeds if len(seeds) > 1 else seeds[0], "swept": keys, "settings": ev.settings}
+    generate(model, num=min(args.num, 8), seed=seeds[0], **grid[0])  # warm-up: one-time costs out of sec/sample
+    runs = [(setting, seed) for setting in grid for seed in seeds]
+    table_keys = keys + (["sample_seed"] if len(seeds) > 1 else [])
+    bar = tqdm(runs, desc="frontier", unit="setting", dynamic_ncols=True, disable=os.environ.get("LDLM_QUIET") == "1")
+    spread = []
+    for setting, seed in bar:
+        label = label_of(setting, seed if len(seeds) > 1 else None)
+        bar.set_postfix_str(label)
+        records = generate(model, num=args.num, seed=seed, progress=True, **setting)
         write_samples(records, out / f"samples-{label.replace(' ', '_')}.jsonl")
-        row = {"label": label, **setting, "sec_per_sample": records[0]["sec_per_sample"],
+        row = {"label": label, **setting, "sample_seed": seed, "sec_per_sample": records[0]["sec_per_sample"],
                **ev.evaluate([r["text"] for r in records], desc=f"scoring {label}")}
         rows.append(row)
         tqdm.write(format_table({label: row}).splitlines()[1] + f" {row['sec_per_sample'] * 1000:8.1f} ms/sample")
         # written after every setting, so an interrupted sweep keeps what it finished
-        write_table(out / "frontier.csv", rows, keys)
-        write_text_atomic(out / "frontier.json", json.dumps({**meta, "rows": rows}, indent=1) + "\n")
+        write_table(out / "frontier.csv", rows, table_keys)
+        spread = seed_spread(rows, keys) if len(seeds) > 1 else []
+        write_text_atomic(out / "frontier.json", json.dumps({**meta, "rows": rows, **({"seed_spread": spread} if spread else {})},
+                                                            indent=1) + "\n")
     print(format_table({r["label"]: r for r in rows}))
+    if spread:
+        print(f"\nover {len(seeds)} sampling seeds (mean ± sample std (min–max)):")
+        print(format_spread(spread))
     if any(r.get("gen_ppl") is not None for r in rows[1:]):
         from .evaluator import evaluator_name
 
         title = (f"{model.cfg.algo} {Path(model.checkpoint).name}, {args.num} samples/point, "
                  f"evaluator {evaluator_name(ev.settings['evaluator'])}")
-        plot_frontier(out / "frontier.png", rows, keys, title)
+        plot_frontier(out / "frontier.png", rows, table_keys, title)
         print(f"written: {out}/frontier.csv, frontier.json, frontier.png")
     else:
         print(f"written: {out}/frontier.csv, frontier.json (no plot: gen-PPL unavailable)")
