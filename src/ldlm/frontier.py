@@ -75,7 +75,8 @@ def seed_spread(rows: list[dict], keys: list[str]) -> list[dict]:
             by.setdefault(tuple(r[k] for k in keys), []).append(r)
     out = []
     for combo, rs in by.items():
-        row = {"label": label_of(dict(zip(keys, combo))), **dict(zip(keys, combo)), "seeds": [r["sample_seed"] for r in rs]}
+        setting = dict(zip(keys, combo))
+        row = {"label": label_of(setting), **setting, "seeds": [r["sample_seed"] for r in rs]}
         for m in SPREAD_METRICS:
             v = [r[m] for r in rs if r.get(m) is not None]
             if v:
