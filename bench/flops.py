@@ -17,7 +17,7 @@ from __future__ import annotations
 FORMULA = """\
 Symbols: B sequences per step, L tokens, N latents, d latent width, D frozen-LM width, V readout vocabulary,
 M MLP ratio, r = ceil(L/N); widths We/Wd/Wx/Wt of encoder/denoiser/latent decoder/token decoder and their
-blocks n_enc/n_den/n_dec/n_tok; frozen LM: n_lm layers, I its MLP width; T real (unpadded) tokens per
+blocks n_enc/n_den/n_dec/n_tok; frozen LM: n_lm blocks run, I its MLP width; T real (unpadded) tokens per
 sequence, T_q those of the q = round(B * read_fraction) rows of the read loss; p self-conditioning probability.
 FLOPs = 2 x multiply-adds of matrix products.
 Blocks (forward, one sequence; T queries of width W, S context tokens):
@@ -25,7 +25,8 @@ Blocks (forward, one sequence; T queries of width W, S context tokens):
   cross(T,S,W) = 4 T W^2 + 4 S W^2 + 4 T S W  q, out + k, v of the context + scores and values
   mlp(T,W)   = 4 M T W^2;  adaLN(W) = 12 W^2 (denoiser only, once per sequence)
 Parts (forward, one sequence):
-  F_lm  = n_lm (8 L D^2 + 4 L^2 D + 4 L D I) + 2 D^2 (pooler)       [0 when features are cached]
+  F_lm  = n_lm (8 L D^2 + 4 L^2 D + 4 L D I) + 2 D^2 (pooler)       [0 when features are cached; the pooler only
+          when n_lm is all the LM's blocks: the forward stops at the block model.lm_layer reads]
   F_enc = 2 L D We [in] + 2 N r We^2 [patch] + n_enc (self(N,We) + cross(N,L,We) + mlp(N,We)) + 2 N We d
   F_den = 4 N d Wd + 256 Wd + 2 Wd^2 [in, time] + n_den (self(N,Wd) + mlp(N,Wd) + adaLN(Wd)) + 2 N Wd d
   F_dec = 2 N d Wx + 2 N r Wx^2 [unpatch] + n_dec (self(L,Wx) + cross(L,N,Wx) + mlp(L,Wx)) + 2 L Wx D
@@ -76,8 +77,10 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
     We, Wd, Wx, Wt = m.enc_width, m.den_width, m.dec_width, m.tok_dec_width
     T = real_tokens
     Tq = real_tokens if read_real_tokens is None else read_real_tokens
+    # the frozen LM's forward stops at the block model.lm_layer reads (ldlm/frozen_lm.py); all of it, pooler too, for the last
+    n_lm = lm_layers if m.lm_layer in (-1, lm_layers) else m.lm_layer % (lm_layers + 1)
     f_lm = 0 if dc.cache_features else (
-        lm_layers * (8 * L * D * D + 4 * L * L * D + 4 * L * D * lm_intermediate) + 2 * D * D)
+        n_lm * (8 * L * D * D + 4 * L * L * D + 4 * L * D * lm_intermediate) + (2 * D * D if n_lm == lm_layers else 0))
     f_enc = 2 * L * D * We + 2 * N * r * We * We \
         + m.enc_layers * (_self(N, We) + _cross(N, L, We) + _mlp(N, We, M)) + 2 * N * We * d
     f_den = 4 * N * d * Wd + 256 * Wd + 2 * Wd * Wd \
@@ -118,7 +121,7 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
             "denoiser_alone": B * (3 * f_den - 256 * Wd), "denoiser_share": parts["denoiser"] / total,
             "symbols": {"B": B, "L": L, "N": N, "d": d, "D": D, "V": V, "M": M, "r": r, "We": We, "Wd": Wd, "Wx": Wx,
                         "C": V_ce, "C_q": V_read, "Wt": Wt, "n_enc": m.enc_layers, "n_den": m.den_layers, "n_dec": m.dec_layers,
-                        "n_tok": n_tok, "n_lm": lm_layers, "I": lm_intermediate, "T": T, "T_q": Tq, "p": p, "q": q,
+                        "n_tok": n_tok, "n_lm": n_lm, "I": lm_intermediate, "T": T, "T_q": Tq, "p": p, "q": q,
                         "c": int(stopgrad), "g": g, "k": k, "features_cached": dc.cache_features}}
 
 

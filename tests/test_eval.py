@@ -284,6 +284,23 @@ def test_smollm2_real_text_vs_shuffled(smollm2, passages):
     assert shuffled > 4 * real, (real, shuffled)
 
 
+def test_smollm2_load_parses_its_gguf_once(monkeypatch):
+    import gguf
+
+    opened = []
+
+    class CountingReader(gguf.GGUFReader):
+        def __init__(self, path, *a, **kw):
+            opened.append(str(path))
+            super().__init__(path, *a, **kw)
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    ev = Evaluator("smollm2")  # not the cached load_evaluator: a fresh load
+    assert len(opened) == 1, opened  # transformers asks three times (config, tokenizer, weights)
+    assert gguf.GGUFReader is CountingReader  # gguf is left as it was found
+    assert ev.score(["to be or not to be"]).n_scored == [6]
+
+
 def test_eval_cli_end_to_end_smollm2(smollm2, micro_run, tmp_path, capsys):
     samples = tmp_path / "samples.jsonl"
     assert main(["sample", "--ckpt", str(micro_run), "--num", "6", "--steps", "3", "--out", str(samples)]) == 0

@@ -86,9 +86,12 @@ def test_flop_formula_equals_torch_flop_counter_for_step_and_denoiser(tmp_path):
     runs = counted_flops(plain, [(0.0, 1.0, "mse", 0), (1.0, 0.5, "mse+ce", 0), (1.0, 1.0, "ce", 0)])
     tok = trainer("tok", "model.tok_dec_layers=1", "model.tok_dec_width=32")
     runs += counted_flops(tok, [(1.0, 0.5, "mse", 0), (0.0, 1.0, "mse+ce", 0), (1.0, 0.5, "mse+ce", 64)])
+    inner = trainer("inner", "data.cache_features=false", "model.lm_layer=-3")  # the LM's forward stops at block 4
+    runs += counted_flops(inner, [(0.0, 1.0, "mse", 0)])
     for got, want in runs:
         assert got == pytest.approx(want["step"], rel=1e-9), want["symbols"]
     assert runs[0][1]["parts"]["frozen_lm"] > 0 and runs[3][1]["parts"]["frozen_lm"] == 0
+    assert runs[6][1]["symbols"]["n_lm"] == 4 and runs[6][1]["parts"]["frozen_lm"] < runs[0][1]["parts"]["frozen_lm"]
     assert runs[1][1]["parts"]["denoiser"] > runs[0][1]["parts"]["denoiser"]  # the self-conditioning pass
     assert runs[0][1]["parts"]["token_decoder"] == 0 < runs[3][1]["parts"]["token_decoder"]
     # the sampled softmax: fewer readout products than the full one, and expected_candidates predicts its size

@@ -88,7 +88,14 @@ def test_lm_layer_selects_a_hidden_layer(micro_cfg):
     out = last.lm(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
     assert torch.allclose(h_last, out.hidden_states[-1], atol=1e-5)
     assert torch.allclose(h_third, out.hidden_states[-3], atol=1e-5)
+    assert torch.allclose(FrozenLM("minilm", 2).raw_features(ids, mask), out.hidden_states[2], atol=1e-5)
     assert not torch.allclose(h_last, h_third)
+    # an inner layer's forward stops at its block: the blocks above it never run
+    ran = []
+    for i, blk in enumerate(third.lm.encoder.layer):
+        blk.register_forward_hook(lambda *_, i=i: ran.append(i))
+    third.raw_features(ids, mask)
+    assert ran == [0, 1, 2, 3]
     with pytest.raises(UserError, match="lm_layer=9"):
         FrozenLM("minilm", 9)
     with pytest.raises(UserError, match="embedding layer"):

@@ -406,8 +406,8 @@ def test_feature_key_follows_corpus_lm_and_layer():
 
 
 def test_only_the_rows_a_run_reads_are_computed_and_the_rest_on_demand(tmp_path, monkeypatch):
-    """CorpusFeatures(rows=...) computes the named rows (and the normalisation rows) only, caches them with a
-    `done` mask, adds rows another run names to the same entry, and computes an unnamed row when it is read,
+    """CorpusFeatures(rows=...) computes the named rows only (the normalisation is fitted on the first of them),
+    caches them with a `done` mask, adds rows another run names to the same entry, and computes an unnamed row when it is read,
     equal to what the full pass gives."""
     import ldlm.features as F
     from ldlm.config import load_config
@@ -426,17 +426,20 @@ def test_only_the_rows_a_run_reads_are_computed_and_the_rest_on_demand(tmp_path,
         return real(lm_, ids, *a, **k)
 
     monkeypatch.setattr(F, "compute_features", counting)
-    monkeypatch.setattr(F, "NORM_ROWS", 4)
+    monkeypatch.setattr(F, "NORM_ROWS", 2)
     cf = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([10, 11, 3]), "valid": None})
-    assert sorted(calls) == [6, len(corpus.valid)]  # rows 0-3 (normalisation), 10 and 11; all of valid
-    assert cf.done["train"].nonzero().squeeze(1).tolist() == [0, 1, 2, 3, 10, 11]
+    assert sorted(calls) == [3, len(corpus.valid)]  # rows 3, 10 and 11; all of valid
+    assert cf.done["train"].nonzero().squeeze(1).tolist() == [3, 10, 11]
+    sample, sample_mask = cf.normalisation_sample(corpus, "cpu")  # the first NORM_ROWS of the rows read
+    assert torch.equal(sample, cf.feats["train"][[3, 10]].float()) and torch.equal(sample_mask, corpus.train.mask[[3, 10]])
     d = cf.done["train"]
     assert torch.allclose(cf.feats["train"][d].float(), full.feats["train"][d].float(), atol=2e-2)
     assert not cf.feats["train"][~d].any()  # rows not computed are zeros, and marked so
     calls.clear()
     again = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([11, 20]), "valid": None})
     assert calls == [1]  # row 20 only: the rest is in the entry
-    assert again.done["train"].nonzero().squeeze(1).tolist() == [0, 1, 2, 3, 10, 11, 20]
+    assert again.done["train"].nonzero().squeeze(1).tolist() == [3, 10, 11, 20]
+    assert torch.equal(again.norm_rows, torch.tensor([11, 20]))  # its own rows, not what the entry holds
     idx = torch.tensor([20, 30, n - 1])  # 30 and n-1 were never named: computed when read
     ids, mask = corpus.train.ids[idx], corpus.train.mask[idx]
     with torch.no_grad():

@@ -123,7 +123,7 @@ def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str =
     return f, done
 
 
-NORM_ROWS = 4096  # the normalisation statistics are fitted on the first rows of the training split
+NORM_ROWS = 4096  # the normalisation statistics are fitted on the first rows a run reads of the training split
 
 
 class CorpusFeatures:
@@ -137,13 +137,16 @@ class CorpusFeatures:
         self.lm = lm
         self.feats: dict[str, torch.Tensor] = {}
         self.done: dict[str, torch.Tensor] = {}
+        # the normalisation is fitted on the first NORM_ROWS rows the run reads (all rows: the split's first ones),
+        # so it costs no features beyond those; the same rows whatever the cache already holds
+        train_rows = None if rows is None else rows.get("train")
+        self.norm_rows = (torch.arange(min(NORM_ROWS, len(corpus.train.ids))) if train_rows is None
+                          else torch.sort(train_rows).values[:NORM_ROWS])
         if not data_cfg.cache_features:
             return
         root, lm_hash = cache_root(data_cfg.cache_dir), lm_fingerprint(lm)
         for name, split in (("train", corpus.train), ("valid", corpus.valid)):
             want = None if rows is None or rows.get(name) is None else rows[name]
-            if want is not None and name == "train":
-                want = torch.cat([want, torch.arange(min(NORM_ROWS, len(split.ids)))])
             content = None if torch.is_tensor(split.ids) else f"{corpus.fingerprint}-{name}"
             key = feature_key(lm_hash, lm.layer, split.ids, split.mask, content)
             self.feats[name], self.done[name] = cached_features(
@@ -162,10 +165,11 @@ class CorpusFeatures:
         return self.feats[split][idx].to(ids.device).float()
 
     def normalisation_sample(self, corpus, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(raw features, mask) of up to 4096 cached (or 1024 computed) training passages."""
+        """(raw features, mask) of up to 4096 cached (or 1024 computed) training passages the run reads."""
+        rows = self.norm_rows
         if "train" in self.feats:
-            sample = self.feats["train"][:NORM_ROWS]
+            sample = self.feats["train"][rows]
         else:
-            sample = compute_features(self.lm, corpus.train.ids[:1024], corpus.train.mask[:1024], device=str(device))
-        n = sample.shape[0]
-        return sample.float().to(device), corpus.train.mask[:n].to(device)
+            rows = rows[:1024]
+            sample = compute_features(self.lm, corpus.train.ids[rows], corpus.train.mask[rows], device=str(device))
+        return sample.float().to(device), corpus.train.mask[rows].to(device)

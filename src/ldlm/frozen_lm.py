@@ -49,6 +49,37 @@ def load_tokenizer(name: str):
                         f"give a local model folder or a reachable hub id") from None
 
 
+class _Stop(Exception):
+    """Raised by the stop block's hook, carrying its output: ends the forward pass there."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+
+def _blocks(lm: nn.Module, n: int) -> nn.ModuleList:
+    """The model's stack of n transformer blocks (BERT's encoder.layer, GPT-2's h, ...): its first ModuleList of n."""
+    for mod in lm.modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) == n:
+            return mod
+    raise UserError(f"cannot find the {n} transformer blocks of {type(lm).__name__} to read an inner layer from")
+
+
+def _run_until(lm: nn.Module, block: nn.Module, **inputs) -> torch.Tensor:
+    """The hidden states `block` outputs, without running the blocks after it."""
+    def stop(_mod, _args, output):
+        raise _Stop(output[0] if isinstance(output, tuple) else output)
+
+    handle = block.register_forward_hook(stop)
+    try:
+        lm(**inputs)
+    except _Stop as s:
+        return s.output
+    finally:
+        handle.remove()
+    raise RuntimeError("the frozen LM's forward pass never reached its stop block")
+
+
 class FrozenLM(nn.Module):
     """Frozen encoder + per-dimension feature normalisation (mean/std buffers saved with the model)."""
 
@@ -72,6 +103,9 @@ class FrozenLM(nn.Module):
             raise UserError(f"model.lm_layer={layer} does not exist in '{name}' ({n} layers); "
                             f"use -1..-{n} or 1..{n}")
         self.max_positions = getattr(self.lm.config, "max_position_embeddings", 10**9)
+        # an inner layer k < n is block k's output: the forward stops there (the blocks above cost compute and
+        # change nothing); -1 stays the model's own last_hidden_state (GPT-2's includes its final norm)
+        self.stop_block = _blocks(self.lm, n)[layer % (n + 1) - 1] if n and layer not in (-1, n) else None
         self.register_buffer("mean", torch.zeros(self.hidden))
         self.register_buffer("std", torch.ones(self.hidden))
 
@@ -85,10 +119,10 @@ class FrozenLM(nn.Module):
 
     @torch.no_grad()
     def raw_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.layer == -1:
-            return self.lm(input_ids=ids, attention_mask=mask.long()).last_hidden_state.float()
-        out = self.lm(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
-        return out.hidden_states[self.layer].float()  # [0] is the embeddings, so k > 0 is block k's output
+        if self.stop_block is None:
+            out = self.lm(input_ids=ids, attention_mask=mask.long(), output_hidden_states=self.layer != -1)
+            return (out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]).float()
+        return _run_until(self.lm, self.stop_block, input_ids=ids, attention_mask=mask.long()).float()
 
     def normalise(self, h: torch.Tensor) -> torch.Tensor:
         return (h - self.mean) / self.std

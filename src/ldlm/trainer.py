@@ -38,7 +38,7 @@ from .algorithms import Algorithm, build
 from .blocks import format_param_counts
 from .config import Config, schedule_horizon
 from .data import BatchIterator, check_corpus_size, load_corpus
-from .ema import EMA
+from .ema import EMA, ema_buffers
 from .errors import UserError
 from .frozen_lm import load_tokenizer
 from .precision import autocast, native_bf16
@@ -100,7 +100,10 @@ def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, 0.99))
+    # the fused kernel: one pass over each tensor instead of a dozen (3.5x faster on 12.4 M parameters on a CPU core,
+    # ~4 % of tiny's step); it takes floating-point parameters on the CPU and CUDA
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, 0.99), fused=fused or None)
 
 
 def setup_model(cfg: Config, device: torch.device, tokenizer=None) -> Algorithm:
@@ -336,7 +339,9 @@ class Trainer:
         rank, A, B = self.dist.rank, tc.grad_accum, self.micro
         rows = self.batches.next()
         extra_before = {k: v.clone() for k, v in self.model.extra_state().items()}
-        buffers_before = {n: b.clone() for n, b in self.model.named_buffers() if not n.startswith("frozen.lm.")}
+        # what a skipped step restores: the saved buffers (BatchNorm statistics); not the constant ones (the
+        # readout's 47 MB copy of the frozen word embeddings, cloned on every step until session 13)
+        buffers_before = {n: b.clone() for n, b in ema_buffers(self.model).items()}
         acc: dict = {}  # sums of floats or 0-dim tensors; read once per log interval
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         for m in range(A):
@@ -370,9 +375,8 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             self.model.load_extra_state(extra_before)
             with torch.no_grad():
-                for n, b in self.model.named_buffers():
-                    if n in buffers_before:
-                        b.copy_(buffers_before[n])
+                for n, b in ema_buffers(self.model).items():
+                    b.copy_(buffers_before[n])
         else:
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
