@@ -96,6 +96,7 @@ def test_lm_layer_selects_a_hidden_layer(micro_cfg):
         blk.register_forward_hook(lambda *_, i=i: ran.append(i))
     third.raw_features(ids, mask)
     assert ran == [0, 1, 2, 3]
+    assert set(third.state_dict()) == set(last.state_dict())  # the stop block is not a second submodule
     with pytest.raises(UserError, match="lm_layer=9"):
         FrozenLM("minilm", 9)
     with pytest.raises(UserError, match="embedding layer"):

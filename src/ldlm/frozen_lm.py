@@ -105,7 +105,8 @@ class FrozenLM(nn.Module):
         self.max_positions = getattr(self.lm.config, "max_position_embeddings", 10**9)
         # an inner layer k < n is block k's output: the forward stops there (the blocks above cost compute and
         # change nothing); -1 stays the model's own last_hidden_state (GPT-2's includes its final norm)
-        self.stop_block = _blocks(self.lm, n)[layer % (n + 1) - 1] if n and layer not in (-1, n) else None
+        # (in a tuple: a module attribute would register the block a second time, in the state dict too)
+        self._stop = (_blocks(self.lm, n)[layer % (n + 1) - 1],) if n and layer not in (-1, n) else ()
         self.register_buffer("mean", torch.zeros(self.hidden))
         self.register_buffer("std", torch.ones(self.hidden))
 
@@ -119,10 +120,10 @@ class FrozenLM(nn.Module):
 
     @torch.no_grad()
     def raw_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.stop_block is None:
+        if not self._stop:
             out = self.lm(input_ids=ids, attention_mask=mask.long(), output_hidden_states=self.layer != -1)
             return (out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]).float()
-        return _run_until(self.lm, self.stop_block, input_ids=ids, attention_mask=mask.long()).float()
+        return _run_until(self.lm, self._stop[0], input_ids=ids, attention_mask=mask.long()).float()
 
     def normalise(self, h: torch.Tensor) -> torch.Tensor:
         return (h - self.mean) / self.std
