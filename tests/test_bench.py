@@ -648,3 +648,27 @@ def test_throughput_script_times_the_loop_and_the_bare_step_of_one_trainer(tmp_p
     assert res["loop_over_bare"] == pytest.approx(res["loop_tok_s"] / res["bare"]["tokens_per_s"])
     md = (tmp_path / "throughput-micro.md").read_text()
     assert "| training loop (metrics.jsonl) |" in md and "| bare step (`Trainer._step`) |" in md
+
+
+def test_overheads_times_both_ways_and_the_fused_optimizer_updates_as_the_default_does():
+    import overheads
+    from ldlm.trainer import make_optimizer
+
+    _, model = overheads.tiny_model()
+    snap = overheads.snapshot(model, 2)
+    assert snap["bytes_every"] - snap["bytes_saved"] >= 30522 * 384 * 4  # the readout's word-embedding copy
+    adam = overheads.adamw_step(model, 2)
+    assert adam["parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert adam["fused (ldlm)"]["n"] == adam["foreach (torch's default)"]["n"] == 2
+    # the fused kernel is the same update: one step from the same state and gradients, both ways
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    after = []
+    for fused in (False, True):
+        m = __import__("copy").deepcopy(net)
+        for p in m.parameters():
+            p.grad = torch.ones_like(p)
+        make_optimizer(m, overheads._TC, fused=fused).step()
+        after.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert torch.allclose(after[0], after[1], atol=1e-7) and not torch.equal(after[0], torch.cat(
+        [p.detach().flatten() for p in net.parameters()]))
+    assert make_optimizer(net, overheads._TC).defaults["fused"]  # on the CPU by default

@@ -94,15 +94,17 @@ def lr_at(step: int, tc) -> float:
     return floor + (tc.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, tc, fused: bool | None = None) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only; `fused` None = the fused kernel wherever it runs."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # the fused kernel: one pass over each tensor instead of a dozen (3.5x faster on 12.4 M parameters on a CPU core,
-    # ~4 % of tiny's step); it takes floating-point parameters on the CPU and CUDA
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    # the fused kernel: one pass over each tensor instead of a dozen (bench/overheads.py times both); it takes
+    # floating-point parameters on the CPU and CUDA
+    if fused is None:
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, 0.99), fused=fused or None)
 
 
