@@ -406,8 +406,8 @@ def test_feature_key_follows_corpus_lm_and_layer():
 
 
 def test_only_the_rows_a_run_reads_are_computed_and_the_rest_on_demand(tmp_path, monkeypatch):
-    """CorpusFeatures(rows=...) computes the named rows only (the normalisation is fitted on the first of them),
-    caches them with a `done` mask, adds rows another run names to the same entry, and computes an unnamed row when it is read,
+    """CorpusFeatures(rows=...) computes the named rows only (and the normalisation sample: the first rows of the
+    run's draw order), caches them with a `done` mask, adds rows another run names to the same entry, and computes an unnamed row when it is read,
     equal to what the full pass gives."""
     import ldlm.features as F
     from ldlm.config import load_config
@@ -427,19 +427,21 @@ def test_only_the_rows_a_run_reads_are_computed_and_the_rest_on_demand(tmp_path,
 
     monkeypatch.setattr(F, "compute_features", counting)
     monkeypatch.setattr(F, "NORM_ROWS", 2)
-    cf = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([10, 11, 3]), "valid": None})
-    assert sorted(calls) == [3, len(corpus.valid)]  # rows 3, 10 and 11; all of valid
+    order = torch.tensor([11, 3, 10, 40, 41])  # the run's draw order: the normalisation is fitted on 11 and 3
+    cf = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([10, 11, 3]), "valid": None,
+                                                        "train_order": order})
+    assert sorted(calls) == [3, len(corpus.valid)]  # rows 3, 10 and 11 (the sample among them); all of valid
     assert cf.done["train"].nonzero().squeeze(1).tolist() == [3, 10, 11]
-    sample, sample_mask = cf.normalisation_sample(corpus, "cpu")  # the first NORM_ROWS of the rows read
-    assert torch.equal(sample, cf.feats["train"][[3, 10]].float()) and torch.equal(sample_mask, corpus.train.mask[[3, 10]])
+    sample, sample_mask = cf.normalisation_sample(corpus, "cpu")
+    assert torch.equal(sample, cf.feats["train"][[3, 11]].float()) and torch.equal(sample_mask, corpus.train.mask[[3, 11]])
     d = cf.done["train"]
     assert torch.allclose(cf.feats["train"][d].float(), full.feats["train"][d].float(), atol=2e-2)
     assert not cf.feats["train"][~d].any()  # rows not computed are zeros, and marked so
     calls.clear()
     again = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([11, 20]), "valid": None})
-    assert calls == [1]  # row 20 only: the rest is in the entry
-    assert again.done["train"].nonzero().squeeze(1).tolist() == [3, 10, 11, 20]
-    assert torch.equal(again.norm_rows, torch.tensor([11, 20]))  # its own rows, not what the entry holds
+    assert calls == [3]  # rows 20, 0 and 1: the rest is in the entry
+    assert again.done["train"].nonzero().squeeze(1).tolist() == [0, 1, 3, 10, 11, 20]  # + no order: rows 0, 1
+    assert torch.equal(again.norm_rows, torch.tensor([0, 1]))  # not what the entry holds
     idx = torch.tensor([20, 30, n - 1])  # 30 and n-1 were never named: computed when read
     ids, mask = corpus.train.ids[idx], corpus.train.mask[idx]
     with torch.no_grad():
@@ -461,6 +463,9 @@ def test_validation_batches_and_the_rows_a_run_draws():
     assert it.state_dict() == before  # not moved
     assert ahead.tolist() == sorted(set(torch.cat([it.next() for _ in range(4)]).tolist()))
     assert BatchIterator(50, 8, seed=3).rows_within(13).tolist() == list(range(50))
+    # the first epoch's order, wherever the iterator stands: what the first batches draw
+    fresh = BatchIterator(50, 8, seed=3)
+    assert torch.equal(it.first_epoch(), torch.cat([fresh.next() for _ in range(6)] + [fresh.next()[:2]]))
 
 
 def test_corrupted_cache_entry_is_rebuilt(tmp_path):

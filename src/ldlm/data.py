@@ -323,6 +323,10 @@ class BatchIterator:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
 
+    def first_epoch(self) -> torch.Tensor:
+        """Every row in the order the first epoch draws them (this rank's shard), whatever the iterator's position."""
+        return BatchIterator(self.n, self.batch_size, self.seed, self.rank, self.world_size)._perm
+
     def rows_within(self, steps: int) -> torch.Tensor:
         """The distinct rows the next `steps` batches draw (sorted), without moving this iterator."""
         if steps * self.batch_size >= len(self._perm) * 2:

@@ -123,7 +123,7 @@ def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str =
     return f, done
 
 
-NORM_ROWS = 4096  # the normalisation statistics are fitted on the first rows a run reads of the training split
+NORM_ROWS = 4096  # the normalisation statistics are fitted on the first training rows a run draws
 
 
 class CorpusFeatures:
@@ -131,22 +131,26 @@ class CorpusFeatures:
     computed batch by batch when they are too large to keep (paper-scale corpora).
 
     `rows` ({'train': idx, 'valid': idx}, None = all) names the rows a run will read: only those are
-    computed (and cached). A row read that was not named is computed then and kept in memory."""
+    computed (and cached). A row read that was not named is computed then and kept in memory. Its optional
+    'train_order' (the order the run draws training rows in) names the normalisation sample: its first NORM_ROWS
+    rows, else the split's first ones."""
 
     def __init__(self, lm: FrozenLM, corpus, data_cfg, device, rows: dict[str, torch.Tensor] | None = None):
         self.lm = lm
         self.feats: dict[str, torch.Tensor] = {}
         self.done: dict[str, torch.Tensor] = {}
-        # the normalisation is fitted on the first NORM_ROWS rows the run reads (all rows: the split's first ones),
-        # so it costs no features beyond those; the same rows whatever the cache already holds
-        train_rows = None if rows is None else rows.get("train")
-        self.norm_rows = (torch.arange(min(NORM_ROWS, len(corpus.train.ids))) if train_rows is None
-                          else torch.sort(train_rows).values[:NORM_ROWS])
+        # the normalisation is fitted on the first NORM_ROWS rows the run draws: a run of 500 steps reads them anyway
+        # (no extra features), and they do not depend on the run's length or on what the cache already holds
+        order = None if rows is None else rows.get("train_order")
+        n_norm = min(NORM_ROWS, len(corpus.train.ids))
+        self.norm_rows = torch.arange(n_norm) if order is None else torch.sort(order[:n_norm]).values
         if not data_cfg.cache_features:
             return
         root, lm_hash = cache_root(data_cfg.cache_dir), lm_fingerprint(lm)
         for name, split in (("train", corpus.train), ("valid", corpus.valid)):
             want = None if rows is None or rows.get(name) is None else rows[name]
+            if want is not None and name == "train":
+                want = torch.cat([want, self.norm_rows])
             content = None if torch.is_tensor(split.ids) else f"{corpus.fingerprint}-{name}"
             key = feature_key(lm_hash, lm.layer, split.ids, split.mask, content)
             self.feats[name], self.done[name] = cached_features(
@@ -165,7 +169,7 @@ class CorpusFeatures:
         return self.feats[split][idx].to(ids.device).float()
 
     def normalisation_sample(self, corpus, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(raw features, mask) of up to 4096 cached (or 1024 computed) training passages the run reads."""
+        """(raw features, mask) of up to 4096 cached (or 1024 computed) training passages the run draws first."""
         rows = self.norm_rows
         if "train" in self.feats:
             sample = self.feats["train"][rows]

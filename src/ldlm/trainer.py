@@ -176,7 +176,9 @@ class Trainer:
         self.batches = BatchIterator(len(self.corpus.train), self.global_batch, tc.seed)
         t = time.time()
         # LDLM: the frozen LM's features (cached on disk) of the rows this run reads, from step 0 to its end
+        # (and the first epoch's order: the normalisation is fitted on its first rows, whatever the run's length)
         rows = {"train": self.batches.rows_within(max(tc.steps, schedule_horizon(tc))),
+                "train_order": self.batches.first_epoch(),
                 "valid": torch.cat(validation_batches(len(self.corpus.valid), tc.batch_size, tc.eval_batches)
                                    or [torch.zeros(0, dtype=torch.long)])}
         self.model.prepare(self.corpus, self.device, rows)

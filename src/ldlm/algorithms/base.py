@@ -38,7 +38,8 @@ class Algorithm(nn.Module):
     # -- data -----------------------------------------------------------------------------
     def prepare(self, corpus: Corpus, device, rows: dict | None = None) -> None:
         """Called once before training with the tokenised corpus (e.g. to cache features). `rows`
-        ({'train': idx, 'valid': idx}; None = all) are the rows training will read: a hint, any row must work."""
+        ({'train': idx, 'valid': idx}; None = all) are the rows training will read: a hint, any row must work;
+        'train_order', if there, is the order training draws its rows in (the first epoch's)."""
         self.splits = {"train": corpus.train, "valid": corpus.valid}
 
     def get_batch(self, split: str, idx: torch.Tensor, device) -> dict:
