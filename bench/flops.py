@@ -77,8 +77,10 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
     We, Wd, Wx, Wt = m.enc_width, m.den_width, m.dec_width, m.tok_dec_width
     T = real_tokens
     Tq = real_tokens if read_real_tokens is None else read_real_tokens
-    # the frozen LM's forward stops at the block model.lm_layer reads (ldlm/frozen_lm.py); all of it, pooler too, for the last
-    n_lm = lm_layers if m.lm_layer in (-1, lm_layers) else m.lm_layer % (lm_layers + 1)
+    from ldlm.frozen_lm import blocks_run
+
+    # the frozen LM's forward stops at the block model.lm_layer reads; all of it, pooler too, for the last
+    n_lm = blocks_run(m.lm_layer, lm_layers)
     f_lm = 0 if dc.cache_features else (
         n_lm * (8 * L * D * D + 4 * L * L * D + 4 * L * D * lm_intermediate) + (2 * D * D if n_lm == lm_layers else 0))
     f_enc = 2 * L * D * We + 2 * N * r * We * We \

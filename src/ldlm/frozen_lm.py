@@ -65,6 +65,12 @@ def _blocks(lm: nn.Module, n: int) -> nn.ModuleList:
     raise UserError(f"cannot find the {n} transformer blocks of {type(lm).__name__} to read an inner layer from")
 
 
+def blocks_run(layer: int, n: int) -> int:
+    """How many of an n-block LM's blocks the forward runs to read `model.lm_layer` = layer: all of them for the
+    last (-1 or n), else k for block k's output (-3 of 6: 4)."""
+    return n if layer in (-1, n) else layer % (n + 1)
+
+
 def _run_until(lm: nn.Module, block: nn.Module, **inputs) -> torch.Tensor:
     """The hidden states `block` outputs, without running the blocks after it."""
     def stop(_mod, _args, output):
@@ -106,7 +112,8 @@ class FrozenLM(nn.Module):
         # an inner layer k < n is block k's output: the forward stops there (the blocks above cost compute and
         # change nothing); -1 stays the model's own last_hidden_state (GPT-2's includes its final norm)
         # (in a tuple: a module attribute would register the block a second time, in the state dict too)
-        self._stop = (_blocks(self.lm, n)[layer % (n + 1) - 1],) if n and layer not in (-1, n) else ()
+        k = blocks_run(layer, n) if n else None
+        self._stop = (_blocks(self.lm, n)[k - 1],) if n and k < n else ()
         self.register_buffer("mean", torch.zeros(self.hidden))
         self.register_buffer("std", torch.ones(self.hidden))
 
