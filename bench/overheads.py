@@ -17,6 +17,7 @@ Run it on an otherwise idle machine: these are wall-clock times. Writes overhead
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def evaluator_load(threads: int, repeats: int) -> dict:
         times = []
         for _ in range(repeats):
             r = subprocess.run([sys.executable, "-c", LOAD.format(threads=threads, old=old)], capture_output=True,
-                               text=True, check=True, env={**__import__("os").environ, "LDLM_QUIET": "1"})
+                               text=True, check=True, env={**os.environ, "LDLM_QUIET": "1"})
             times.append(float(r.stdout.strip().splitlines()[-1]))
         out[name] = B.summary(times)
         B.log(f"evaluator load, {name}: median {out[name]['median']:.1f} s over {repeats}")

@@ -651,6 +651,8 @@ def test_throughput_script_times_the_loop_and_the_bare_step_of_one_trainer(tmp_p
 
 
 def test_overheads_times_both_ways_and_the_fused_optimizer_updates_as_the_default_does():
+    import copy
+
     import overheads
     from ldlm.trainer import make_optimizer
 
@@ -664,7 +666,7 @@ def test_overheads_times_both_ways_and_the_fused_optimizer_updates_as_the_defaul
     net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
     after = []
     for fused in (False, True):
-        m = __import__("copy").deepcopy(net)
+        m = copy.deepcopy(net)
         for p in m.parameters():
             p.grad = torch.ones_like(p)
         make_optimizer(m, overheads._TC, fused=fused).step()
