@@ -117,6 +117,7 @@ def test_config_overrides_and_presets(root):
     ("recipe=fancy", "unknown recipe preset"),
     ("model.readout=mlp", "model.readout"),
     ("train.batch_size=0", "must be positive"),
+    ("recipe.diff_repeats=0", "'recipe.diff_repeats' must be positive"),
     ("nonsense", "not key=value"),
 ])
 def test_config_errors(root, override, msg):

@@ -87,6 +87,10 @@ class RecipeConfig:
     warmup_c: float = 0.8  # sigmoid: centre c (share of the warmup where the weight is about half way)
     w_max: float = 1.0  # final weight of the diffusion gradient into the encoder
     diff_target_stopgrad: bool = False  # stop the diffusion gradient through the L_diff *target* z0
+    # noise draws (t, eps) per sequence's latents in L_diff: the encoder's latents are computed once and the
+    # denoiser, the cheap part of a step (it runs on N latents, not L tokens), learns from k noisings of each
+    # (MAR's diffusion batch multiplier, Li et al. 2024); 1 = one draw per sequence
+    diff_repeats: int = 1
     timesteps: str = "adaptive"  # 'adaptive' (density ~ dL/dt: the loss grows linearly in the warped time) or 'uniform'
     t_min: float = 0.0  # timesteps are drawn from [t_min, 1]
     adaptive_bins: int = 64  # bins of t in which the adaptive sampler tracks the loss
@@ -416,7 +420,8 @@ def validate(cfg: Config) -> None:
                 "model.latent_dim": cfg.model.latent_dim, "train.batch_size": cfg.train.batch_size,
                 "train.grad_accum": cfg.train.grad_accum, "train.steps": cfg.train.steps,
                 "sample.steps": cfg.sample.steps, "sample.num": cfg.sample.num,
-                "sample.batch_size": cfg.sample.batch_size, "model.heads": cfg.model.heads}
+                "sample.batch_size": cfg.sample.batch_size, "model.heads": cfg.model.heads,
+                "recipe.diff_repeats": cfg.recipe.diff_repeats}
     for key, v in positive.items():
         if v <= 0:
             raise UserError(f"config key '{key}' must be positive, got {v}")

@@ -271,10 +271,17 @@ class LDLM(Algorithm):
     # -- losses ---------------------------------------------------------------------------
     def diffusion_loss(self, z0: torch.Tensor, w: float, cond=None) -> tuple[torch.Tensor, dict]:
         """x0-prediction MSE at t from the timestep sampler; its gradient into the encoder scaled by w.
-        `cond` = (z_given, given [B, N]): those latents go in clean and carry no loss."""
+        `cond` = (z_given, given [B, N]): those latents go in clean and carry no loss. With recipe.diff_repeats
+        = k > 1 each sequence's latents are noised k times (k draws of t and eps) and the loss is the mean
+        over all B k of them, so its scale, and the encoder's share of it, are those of one draw."""
         z0_diff = mix_gradient(z0, w)
+        k = self.cfg.recipe.diff_repeats
+        if k > 1:
+            z0_diff = z0_diff.repeat_interleave(k, 0)
+            if cond is not None:
+                cond = tuple(c.repeat_interleave(k, 0) for c in cond)
         target = z0_diff.detach() if self.cfg.recipe.diff_target_stopgrad else z0_diff
-        t = self.timesteps.sample(z0.shape[0], device=z0.device)
+        t = self.timesteps.sample(z0_diff.shape[0], device=z0.device)
         z_t = self.schedule.noise(z0_diff, t)
         given = None
         if cond is not None:
