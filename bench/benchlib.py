@@ -43,6 +43,11 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def device_name(device: str) -> str:
+    """The processor that computes on `device`: the CPU's model name, or the GPU's."""
+    return torch.cuda.get_device_properties(0).name if device.startswith("cuda") else _cpu_model()
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,

@@ -40,6 +40,8 @@ SHOW_SAMPLES = 5
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", action="append", default=[], metavar="LABEL=RUN", help="a trained run and its row label")
+    p.add_argument("--drop", action="append", default=[], metavar="LABEL",
+                   help="remove a row kept from an earlier command (and its autoencoder row), e.g. one scored elsewhere")
     p.add_argument("--target", action="append", default=[], metavar="NAME=LABEL",
                    help=f"check row LABEL against target set NAME ({', '.join(TARGETS)})")
     p.add_argument("--quick", action="store_true", help="smoke test: trains micro runs, 16 samples")
@@ -123,12 +125,12 @@ def run_rows(label: str, run: str, refs: list[str], ev, a) -> list[dict]:
     params = model.param_counts()
     extra = {"run": run, "checkpoint": model.checkpoint, "algo": model.cfg.algo, "sample": settings,
              "sec_per_sample": sample_s / a.num, "params": params, "train_steps": model.cfg.train.steps,
-             "batch_size": model.cfg.train.batch_size, **B.train_stats(Path(run))}
+             "batch_size": model.cfg.train.batch_size, "scored_on": a.scored_on, **B.train_stats(Path(run))}
     rows = [score(label, "samples", [r["text"] for r in recs], ev, extra)]
     if hasattr(model, "reconstruct_ids"):
         rec = reconstruct(model, refs)
         rows.append(score(f"{label} (autoencoder)", "autoencoder", rec, ev,
-                          {k: extra[k] for k in ("run", "checkpoint", "algo", "valid")}))
+                          {k: extra[k] for k in ("run", "checkpoint", "algo", "valid", "scored_on")}))
     return rows
 
 
@@ -145,7 +147,8 @@ def markdown(res: dict, header: bool = True) -> str:
                   f"- command: `{res['command']}`" + "".join(f"; rows kept from `{c}`" for c in res.get("earlier_commands", [])),
                   f"- machine: {B.describe_machine(res['machine'])}",
                   f"- date: {res['date']}; commit {res['machine'].get('commit')}",
-                  f"- references: {res['eval_settings']['references']}", ""]
+                  f"- references: {res['eval_settings']['references']}",
+                  f"- rows scored on: {scored_on(res['rows'])}", ""]
     lines += [f"{B.evaluator_caption(res['eval_settings'].get('evaluator'), res['protocol'])} "
               f"{res['settings']['num']} samples per row at each run's own sampling settings, seed "
               f"{res['settings']['seed']}; `(autoencoder)` rows: the references through decode(encode(x)), argmax.",
@@ -184,6 +187,15 @@ def markdown(res: dict, header: bool = True) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def scored_on(rows: list[dict]) -> str:
+    """Which CPU scored which rows (the evaluator's machine moves gen-PPL by ~0.5 %: BENCHMARKS §6, session 13)."""
+    by: dict[str, list[str]] = {}
+    for r in ordered(rows):
+        if r["kind"] == "samples":
+            by.setdefault(r.get("scored_on") or "not recorded (an earlier command)", []).append(r["label"])
+    return "; ".join(f"{cpu} ({', '.join(labels)})" for cpu, labels in by.items())
+
+
 def ordered(rows: list[dict]) -> list[dict]:
     """The rows in file order, each `(autoencoder)` row right after the row of its run."""
     ae = {r["label"]: r for r in rows if r["label"].endswith(" (autoencoder)")}
@@ -198,6 +210,7 @@ def main(argv=None) -> dict:
     a = parse_args(argv)
     B.set_threads(a.threads)
     a.device_resolved = B.pick_device(a.device)
+    a.scored_on = B.device_name(a.device_resolved)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.quick and not a.runs:
         a.runs = quick_runs(a.out, a.threads)
@@ -224,6 +237,10 @@ def main(argv=None) -> dict:
            "command": "bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "targets": TARGETS, "data": ev.data_row(), "rows": []}
     rows = dict(old_rows)
+    for label in a.drop:
+        if rows.pop(label, None) is None:
+            sys.exit(f"--drop {label}: no such row in {jpath}")
+        rows.pop(f"{label} (autoencoder)", None)
     for label, run in a.runs.items():
         cached = old_rows.get(label)
         if cached and cached.get("checkpoint") == str(ck.resolve_checkpoint(run)):

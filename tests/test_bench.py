@@ -598,6 +598,9 @@ def test_quality_script_quick_end_to_end_with_the_autoencoder_row(random_lm, tmp
     assert "| data (references) |" in md and "| ldlm (autoencoder) |" in md and "Targets **demo** (row `ldlm`)" in md
     again = quality.main(args)  # same checkpoints and settings: kept, not re-sampled
     assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in res["rows"]]
+    # each row names the processor that scored it, and the report says which rows each scored
+    assert {r["scored_on"] for r in res["rows"]} == {benchlib.device_name("cpu")}
+    assert f"rows scored on: {benchlib.device_name('cpu')} (ldlm, ar)" in md
     # a later command that scores a new row, with another target, keeps the earlier rows and check and names
     # the earlier command (scoring rewrites the file before the checks are made)
     third = quality.main([*args[:-2], "--run", f"again={rows['ldlm']['run']}", "--target", "small=again"])
@@ -606,6 +609,14 @@ def test_quality_script_quick_end_to_end_with_the_autoencoder_row(random_lm, tmp
     assert list(third["checks"]["demo"]) == list(res["checks"]["demo"])  # the earlier check, unchanged
     assert third["earlier_commands"] and "--target demo=ldlm" in third["earlier_commands"][-1]
     assert "Targets **demo**" in (tmp_path / "quality.md").read_text() and "rows kept from" in (tmp_path / "quality.md").read_text()
+    # --drop removes a kept row with its autoencoder row, and the check made on it; the other rows stay kept
+    same = ["--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path), "--num", "16",
+            "--config", str(benchlib.ROOT / "configs" / "micro.yaml"), "--run", f"ar={rows['ar']['run']}"]
+    dropped = quality.main(same + ["--drop", "ldlm"])
+    assert [r["label"] for r in dropped["rows"]] == ["ar", "again", "again (autoencoder)"]
+    assert [r["metrics"] for r in dropped["rows"]][0] == rows["ar"]["metrics"] and set(dropped["checks"]) == {"small"}
+    with pytest.raises(SystemExit, match="--drop nope: no such row"):
+        quality.main(same + ["--drop", "nope"])
 
 
 def test_reconstruct_round_trips_text_through_the_autoencoder_only(micro_cfg, root):
