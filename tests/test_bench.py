@@ -659,6 +659,9 @@ def test_throughput_script_times_the_loop_and_the_bare_step_of_one_trainer(tmp_p
     assert res["loop_over_bare"] == pytest.approx(res["loop_tok_s"] / res["bare"]["tokens_per_s"])
     md = (tmp_path / "throughput-micro.md").read_text()
     assert "| training loop (metrics.jsonl) |" in md and "| bare step (`Trainer._step`) |" in md
+    from ldlm.precision import native_bf16  # the precision that ran, not the wish (train.bf16 defaults to true)
+
+    assert res["bf16"] is native_bf16("cpu") and f"bf16 {native_bf16('cpu')}" in md
 
 
 def test_overheads_times_both_ways_and_the_fused_optimizer_updates_as_the_default_does():
