@@ -1,13 +1,17 @@
 """Experiment: autoguidance (Karras et al. 2024) with a small denoiser trained afterwards on the trained model's own
-latents (frozen encoder) as the 'bad' model: z0 = bad + w (good - bad). The good model is the checkpoint's EMA."""
-import copy, json, sys, time
+latents (frozen encoder) as the 'bad' model: z0 = bad + w (good - bad). The good model is the checkpoint's EMA.
+Usage: guide.py CKPT OUT.json layers:width:steps w:noise,... seed,..."""
+import copy
+import sys
+import time
+
 import torch
-from torch import nn
-from ldlm.generate import load_model, generate
-from ldlm.evaluation import build_references, make_evaluation
-from ldlm.data import load_corpus
+
+from common import Guided, score_grid
+from ldlm.data import BatchIterator, load_corpus
 from ldlm.denoiser import Denoiser
 from ldlm.features import CorpusFeatures
+from ldlm.generate import load_model
 
 torch.set_num_threads(1)
 ckpt, out = sys.argv[1], sys.argv[2]
@@ -17,7 +21,6 @@ seeds = [int(x) for x in sys.argv[5].split(",")]
 model = load_model(ckpt)
 cfg = model.cfg
 corpus = load_corpus(cfg.data, model.tokenizer, cfg.model.lm)
-from ldlm.data import BatchIterator
 B = cfg.train.batch_size
 it = BatchIterator(len(corpus.train.ids), B, cfg.train.seed)
 rows = it.rows_within(cfg.train.steps)  # the rows the run itself read: all in the feature cache
@@ -55,30 +58,14 @@ for i in range(steps):
 ema.eval()
 
 
-class Guided(nn.Module):
-    def __init__(self, good, bad):
-        super().__init__()
-        self.good, self.bad, self.w = good, bad, 1.0
-
-    def forward(self, z, t, z_sc=None, given=None):
-        gd = self.good(z, t, z_sc, given).float()
-        if self.w == 1.0:
-            return gd
-        return self.bad(z, t, z_sc, given).float() * (1 - self.w) + self.w * gd
-
-
 guided = Guided(model.denoiser, ema)
 model.denoiser = guided
-refs, refs_b, note = build_references("valid", cfg, 256, None, 0)
-ev = make_evaluation(None, refs, None, note, threads=1)
-res = []
-for w, ns in settings:
-    for seed in seeds:
-        guided.w = w
-        recs = generate(model, num=256, steps=25, seed=seed, noise_scale=ns, round_below=0.1)
-        row = ev.evaluate([r["text"] for r in recs])
-        r = {"w": w, "noise_scale": ns, "seed": seed, "ckpt": ckpt, "guide": [layers, width, steps],
-             **{k: row.get(k) for k in ("gen_ppl", "entropy", "mauve", "mean_tokens", "distinct2_set")}}
-        print(json.dumps(r), flush=True)
-        res.append(r)
-        json.dump(res, open(out, "w"), indent=1)
+
+
+def apply(s):
+    guided.w = s[0]
+    return s[1]
+
+
+score_grid(model, out, settings, seeds, apply,
+           lambda s: {"w": s[0], "noise_scale": s[1], "ckpt": ckpt, "guide": [layers, width, steps]})

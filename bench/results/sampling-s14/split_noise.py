@@ -1,17 +1,19 @@
-"""Experiment (not committed): a noise scale that depends on the step's time: `early` for t >= switch, `late` below."""
-import json, sys
-import torch
-import ldlm.algorithms.ldlm as L
-from ldlm import sampling as S
-from ldlm.generate import load_model, generate
-from ldlm.evaluation import build_references, make_evaluation
+"""Experiment: a noise scale that depends on the step's time: `early` for t >= switch, `late` below.
+Usage: split_noise.py CKPT OUT.json early:late:switch,... seed,..."""
+import sys
 
-torch.set_num_threads(1)
+import torch
+
+import ldlm.algorithms.ldlm as L
+from common import score_grid
+from ldlm import sampling as S
+from ldlm.generate import load_model
+
 ckpt, out = sys.argv[1], sys.argv[2]
 settings = [tuple(map(float, s.split(":"))) for s in sys.argv[3].split(",")]  # early:late:switch
 seeds = [int(x) for x in sys.argv[4].split(",")]
-orig = S.reverse_diffusion
 cur = {}
+
 
 @torch.no_grad()
 def patched(denoiser, schedule, shape, steps, solver="sde", noise_scale=1.0, generator=None, device="cpu",
@@ -34,19 +36,13 @@ def patched(denoiser, schedule, shape, steps, solver="sde", noise_scale=1.0, gen
         z = a_s * z0_hat + dir_coef * eps_hat + ns * std * noise
     return z0_hat
 
+
 L.reverse_diffusion = patched
-model = load_model(ckpt)
-refs, refs_b, note = build_references("valid", model.cfg, 256, None, 0)
-ev = make_evaluation(None, refs, None, note, threads=1)
-res = []
-for st in settings:
-    for seed in seeds:
-        cur["s"] = st
-        recs = generate(model, num=256, steps=25, seed=seed, noise_scale=st[0], round_below=0.1)
-        texts = [r["text"] for r in recs]
-        row = ev.evaluate(texts)
-        r = {"early": st[0], "late": st[1], "switch": st[2], "seed": seed,
-             **{k: row.get(k) for k in ("gen_ppl", "entropy", "mauve", "mean_words", "mean_tokens", "distinct2_set")}}
-        print(json.dumps(r), flush=True)
-        res.append(r)
-        json.dump(res, open(out, "w"), indent=1)
+
+
+def apply(st):
+    cur["s"] = st
+    return st[0]
+
+
+score_grid(load_model(ckpt), out, settings, seeds, apply, lambda st: {"early": st[0], "late": st[1], "switch": st[2]})
