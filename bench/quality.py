@@ -14,7 +14,9 @@ samples is the denoiser's, the gap between it and the data row the autoencoder's
 
 `--target NAME=LABEL` checks a row against the targets NAME ('demo' or 'small', below). Rows already in
 the output JSON that were made with the same settings and the same checkpoint are kept and not
-re-scored, so runs can be added one at a time. Writes quality.json and quality.md (default bench/results).
+re-scored, so runs can be added one at a time; `--drop LABEL` removes a kept row (with a `--run` of the same label:
+scores it afresh). Each row records the processor that scored it. Writes quality.json and quality.md (default
+bench/results).
 """
 from __future__ import annotations
 
@@ -237,10 +239,11 @@ def main(argv=None) -> dict:
            "command": "bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "targets": TARGETS, "data": ev.data_row(), "rows": []}
     rows = dict(old_rows)
-    for label in a.drop:
+    for label in a.drop:  # gone from the file; with a --run of the same label, scored afresh
         if rows.pop(label, None) is None:
             sys.exit(f"--drop {label}: no such row in {jpath}")
         rows.pop(f"{label} (autoencoder)", None)
+        old_rows.pop(label)
     for label, run in a.runs.items():
         cached = old_rows.get(label)
         if cached and cached.get("checkpoint") == str(ck.resolve_checkpoint(run)):

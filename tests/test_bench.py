@@ -617,6 +617,9 @@ def test_quality_script_quick_end_to_end_with_the_autoencoder_row(random_lm, tmp
     assert [r["metrics"] for r in dropped["rows"]][0] == rows["ar"]["metrics"] and set(dropped["checks"]) == {"small"}
     with pytest.raises(SystemExit, match="--drop nope: no such row"):
         quality.main(same + ["--drop", "nope"])
+    # --drop with a --run of the same label scores that row afresh instead of keeping it
+    redone = quality.main(same + ["--drop", "ar"])
+    assert [r["label"] for r in redone["rows"]] == ["again", "again (autoencoder)", "ar"]
 
 
 def test_reconstruct_round_trips_text_through_the_autoencoder_only(micro_cfg, root):
