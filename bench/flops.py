@@ -33,10 +33,10 @@ Parts (forward, one sequence):
   F_tok = 2 L D Wt + n_tok (self(L,Wt) + mlp(L,Wt)) + 2 L Wt D      [0 when n_tok = 0: the readout alone]
   F_head(T) = 2 T D^2 (readout MLP);  F_emb(T) = 2 T D V (product with the frozen word embeddings)
 Training step (B sequences):
-  step = B F_lm + B (3 F_enc - 2 L D We) + B ((3 + p) F_den - 256 Wd) + 3 B F_dec
+  step = B F_lm + B (3 F_enc - 2 L D We) + R B ((3 + p) F_den - 256 Wd) + 3 B F_dec
        + B (3 F_tok - c 2 L D Wt) + B ((2 + g) F_head(T) + 2 F_emb(T))      token CE on the latent decoder's states
        + q (3 F_tok - 2 L D Wt) + q ((2 + k) F_head(T_q) + 2 F_emb(T_q))     read loss on the LM's states (not 'ce')
-  c = 1 when the token CE reads stopgrad(h_hat) (recipe.decoder_loss 'mse'), else 0; g = 1 when the readout's
+  R = recipe.diff_repeats (noise draws per sequence in L_diff); c = 1 when the token CE reads stopgrad(h_hat) (recipe.decoder_loss 'mse'), else 0; g = 1 when the readout's
   input needs a gradient (a token decoder, or h_hat without stopgrad), else 0; k = 1 with a token decoder.
   -2 L D We, -256 Wd, -2 L D Wt: first layers whose input needs no gradient.
   With a sampled softmax (recipe.softmax_negatives = K > 0) the training step's F_emb has C instead of V: the
@@ -111,7 +111,7 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
     parts = {
         "frozen_lm": B * f_lm,
         "encoder": B * (3 * f_enc - 2 * L * D * We),
-        "denoiser": B * ((3 + p) * f_den - 256 * Wd),
+        "denoiser": rc.diff_repeats * B * ((3 + p) * f_den - 256 * Wd),
         "decoder": 3 * B * f_dec,
         "token_decoder": B * (3 * f_tok - (tok_in if stopgrad else 0)) + q * (3 * f_tok - tok_in),
         "readout": B * ((2 + g) * head(T) + 2 * emb(T, V_ce)) + q * ((2 + k) * head(Tq) + 2 * emb(Tq, V_read)),
@@ -123,7 +123,7 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
             "denoiser_alone": B * (3 * f_den - 256 * Wd), "denoiser_share": parts["denoiser"] / total,
             "symbols": {"B": B, "L": L, "N": N, "d": d, "D": D, "V": V, "M": M, "r": r, "We": We, "Wd": Wd, "Wx": Wx,
                         "C": V_ce, "C_q": V_read, "Wt": Wt, "n_enc": m.enc_layers, "n_den": m.den_layers, "n_dec": m.dec_layers,
-                        "n_tok": n_tok, "n_lm": n_lm, "I": lm_intermediate, "T": T, "T_q": Tq, "p": p, "q": q,
+                        "n_tok": n_tok, "n_lm": n_lm, "I": lm_intermediate, "T": T, "T_q": Tq, "p": p, "q": q, "R": rc.diff_repeats,
                         "c": int(stopgrad), "g": g, "k": k, "features_cached": dc.cache_features}}
 
 

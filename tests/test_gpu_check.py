@@ -47,8 +47,9 @@ def counted_flops(tr, settings: dict) -> list[tuple[float, dict]]:
     ldlm_algo.sampled_softmax = recording
     out = []
     try:
-        for p, read_fraction, decoder_loss, negatives in settings:
+        for p, read_fraction, decoder_loss, negatives, *repeats in settings:
             tr.cfg.model.self_cond_prob, tr.cfg.recipe.read_fraction = p, read_fraction
+            tr.cfg.recipe.diff_repeats = repeats[0] if repeats else 1
             tr.cfg.recipe.decoder_loss, tr.cfg.recipe.softmax_negatives = decoder_loss, negatives
             sizes.clear()
             fc = FlopCounterMode(display=False)
@@ -88,11 +89,13 @@ def test_flop_formula_equals_torch_flop_counter_for_step_and_denoiser(tmp_path):
     runs += counted_flops(tok, [(1.0, 0.5, "mse", 0), (0.0, 1.0, "mse+ce", 0), (1.0, 0.5, "mse+ce", 64)])
     inner = trainer("inner", "data.cache_features=false", "model.lm_layer=-3")  # the LM's forward stops at block 4
     runs += counted_flops(inner, [(0.0, 1.0, "mse", 0)])
+    runs += counted_flops(plain, [(1.0, 1.0, "mse", 0, 3)])  # three noise draws per sequence in L_diff
     for got, want in runs:
         assert got == pytest.approx(want["step"], rel=1e-9), want["symbols"]
     assert runs[0][1]["parts"]["frozen_lm"] > 0 and runs[3][1]["parts"]["frozen_lm"] == 0
     assert runs[6][1]["symbols"]["n_lm"] == 4 and runs[6][1]["parts"]["frozen_lm"] < runs[0][1]["parts"]["frozen_lm"]
     assert runs[1][1]["parts"]["denoiser"] > runs[0][1]["parts"]["denoiser"]  # the self-conditioning pass
+    assert runs[7][1]["parts"]["denoiser"] == pytest.approx(3 * runs[1][1]["parts"]["denoiser"])
     assert runs[0][1]["parts"]["token_decoder"] == 0 < runs[3][1]["parts"]["token_decoder"]
     # the sampled softmax: fewer readout products than the full one, and expected_candidates predicts its size
     assert runs[5][1]["parts"]["readout"] < runs[4][1]["parts"]["readout"]

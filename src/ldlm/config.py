@@ -89,7 +89,8 @@ class RecipeConfig:
     diff_target_stopgrad: bool = False  # stop the diffusion gradient through the L_diff *target* z0
     # noise draws (t, eps) per sequence's latents in L_diff: the encoder's latents are computed once and the
     # denoiser, the cheap part of a step (it runs on N latents, not L tokens), learns from k noisings of each
-    # (MAR's diffusion batch multiplier, Li et al. 2024); 1 = one draw per sequence
+    # (MAR's diffusion batch multiplier, Li et al. 2024); 1 = one draw per sequence. k = 4 at the demo config: no
+    # gain beyond the seed spread, 1.7x the loop's time (bench/results/diff-repeats/)
     diff_repeats: int = 1
     timesteps: str = "adaptive"  # 'adaptive' (density ~ dL/dt: the loss grows linearly in the warped time) or 'uniform'
     t_min: float = 0.0  # timesteps are drawn from [t_min, 1]
