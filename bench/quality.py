@@ -190,7 +190,7 @@ def markdown(res: dict, header: bool = True) -> str:
 
 
 def scored_on(rows: list[dict]) -> str:
-    """Which processor scored which rows (the evaluator's machine moves gen-PPL by ~0.5 %: BENCHMARKS §6, session 13)."""
+    """Which processor scored which rows (the evaluator's machine moves gen-PPL by ~0.5 %: BENCHMARKS §6)."""
     by: dict[str, list[str]] = {}
     for r in ordered(rows):
         if r["kind"] == "samples":
