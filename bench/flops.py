@@ -36,8 +36,9 @@ Training step (B sequences):
   step = B F_lm + B (3 F_enc - 2 L D We) + R B ((3 + p) F_den - 256 Wd) + 3 B F_dec
        + B (3 F_tok - c 2 L D Wt) + B ((2 + g) F_head(T) + 2 F_emb(T))      token CE on the latent decoder's states
        + q (3 F_tok - 2 L D Wt) + q ((2 + k) F_head(T_q) + 2 F_emb(T_q))     read loss on the LM's states (not 'ce')
-  R = recipe.diff_repeats (noise draws per sequence in L_diff); c = 1 when the token CE reads stopgrad(h_hat) (recipe.decoder_loss 'mse'), else 0; g = 1 when the readout's
-  input needs a gradient (a token decoder, or h_hat without stopgrad), else 0; k = 1 with a token decoder.
+  R = recipe.diff_repeats (noise draws per sequence in L_diff); c = 1 when the token CE reads stopgrad(h_hat)
+  (recipe.decoder_loss 'mse'), else 0; g = 1 when the readout's input needs a gradient (a token decoder, or h_hat
+  without stopgrad), else 0; k = 1 with a token decoder.
   -2 L D We, -256 Wd, -2 L D Wt: first layers whose input needs no gradient.
   With a sampled softmax (recipe.softmax_negatives = K > 0) the training step's F_emb has C instead of V: the
   mean number of candidates, the distinct targets of the B (or q) rows plus the distinct tokens of K draws.
@@ -123,8 +124,8 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
             "denoiser_alone": B * (3 * f_den - 256 * Wd), "denoiser_share": parts["denoiser"] / total,
             "symbols": {"B": B, "L": L, "N": N, "d": d, "D": D, "V": V, "M": M, "r": r, "We": We, "Wd": Wd, "Wx": Wx,
                         "C": V_ce, "C_q": V_read, "Wt": Wt, "n_enc": m.enc_layers, "n_den": m.den_layers, "n_dec": m.dec_layers,
-                        "n_tok": n_tok, "n_lm": n_lm, "I": lm_intermediate, "T": T, "T_q": Tq, "p": p, "q": q, "R": rc.diff_repeats,
-                        "c": int(stopgrad), "g": g, "k": k, "features_cached": dc.cache_features}}
+                        "n_tok": n_tok, "n_lm": n_lm, "I": lm_intermediate, "T": T, "T_q": Tq, "p": p, "q": q,
+                        "R": rc.diff_repeats, "c": int(stopgrad), "g": g, "k": k, "features_cached": dc.cache_features}}
 
 
 def model_flops(model, batch: int | None = None) -> dict:
