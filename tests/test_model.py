@@ -63,6 +63,28 @@ def test_denoiser_uses_time_and_self_conditioning():
     assert not torch.allclose(a, den(z, torch.full((B,), 0.1), torch.ones(B, N, d)))
 
 
+def test_v_prediction_is_the_input_at_t0_and_minus_the_output_at_t1():
+    # z0 = alpha z_t - sigma F: at t = 0 the estimate is z_t whatever the network says, at t = 1 it is -F, and in
+    # between it mixes the two with the schedule's alpha and sigma (the x0 model returns F itself)
+    torch.manual_seed(0)
+    sched = TanSchedule(9.0)
+    x0 = Denoiser(N, d, width=32, layers=1, heads=2)
+    v = Denoiser(N, d, width=32, layers=1, heads=2, prediction="v", schedule=sched)
+    v.load_state_dict(x0.state_dict())  # same network: only what its output means differs
+    for p in v.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x0.load_state_dict(v.state_dict())
+    z = torch.randn(B, N, d)
+    f = x0(z, torch.full((B,), 0.3))
+    t = torch.full((B,), 0.3)
+    a, s = sched.alpha(t)[:, None, None], sched.sigma(t)[:, None, None]
+    assert torch.allclose(v(z, t), a * z - s * f, atol=1e-6)
+    assert torch.allclose(v(z, torch.zeros(B)), z, atol=1e-6)
+    assert torch.allclose(v(z, torch.ones(B)), -x0(z, torch.ones(B)), atol=1e-5)
+    with pytest.raises(ValueError, match="prediction"):
+        Denoiser(N, d, width=32, layers=1, heads=2, prediction="v")  # v needs the schedule's alpha and sigma
+
+
 @pytest.mark.parametrize("solver", ["sde", "ode"])
 def test_reverse_diffusion_with_perfect_denoiser_returns_its_prediction(solver):
     target = torch.randn(1, N, d)
@@ -118,6 +140,7 @@ def test_config_overrides_and_presets(root):
     ("model.readout=mlp", "model.readout"),
     ("train.batch_size=0", "must be positive"),
     ("recipe.diff_repeats=0", "'recipe.diff_repeats' must be positive"),
+    ("model.prediction=eps", "model.prediction"),
     ("nonsense", "not key=value"),
 ])
 def test_config_errors(root, override, msg):

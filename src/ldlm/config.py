@@ -58,6 +58,10 @@ class ModelConfig:
     schedule: str = "tan"  # noise schedule: 'tan' (alpha = 1/sqrt(1 + d^2 tan^2(pi t / 2))) or 'cosine'
     schedule_d: float = 9.0  # d of the tan-d schedule (the paper: 3; TEncDM: 9)
     self_cond_prob: float = 0.5  # probability of a self-conditioning pass while training
+    # what the denoiser's network outputs: 'x0' (the clean latent itself) or 'v' (z0 = alpha_t z_t - sigma_t F, the
+    # v-parameterisation: at low noise the estimate is the input plus a small correction instead of an identity map
+    # the network has to learn); the loss is the same x0-MSE either way
+    prediction: str = "x0"
     # baselines (AR, MDLM) use these; LDLM ignores them
     width: int = 256  # baseline transformer width
     layers: int = 6  # baseline transformer blocks
@@ -206,7 +210,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
         "latent_len", "latent_dim", "latent_norm", "enc_layers", "enc_width", "dec_layers", "dec_width")},
     **{f"model.{k}": _CONTINUOUS for k in (
         "lm_layer", "den_layers", "den_width", "tok_dec_layers", "tok_dec_width", "readout",
-        "schedule", "schedule_d", "self_cond_prob")},
+        "schedule", "schedule_d", "self_cond_prob", "prediction")},
     "model.width": _BASELINES,  # (model.readout_vocab applies to all: every model's softmax can be restricted)
     "model.layers": _BASELINES,
     "model.mask_eps": ("mdlm",),
@@ -387,6 +391,7 @@ _CHOICES: dict[str, str | tuple[str, ...]] = {
     "train.tracker": "tracker:TRACKERS",
     "model.latent_norm": ("batch", "layer", "none"),
     "model.readout": ("tied", "linear"),
+    "model.prediction": ("x0", "v"),
     "model.readout_vocab": ("corpus", "full"),
     "recipe.decoder_loss": ("mse", "ce", "mse+ce"),
     "recipe.dec_noise": ("gaussian", "schedule"),

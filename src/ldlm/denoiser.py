@@ -1,6 +1,6 @@
 """The diffusion model f_theta: a bidirectional transformer over the N latents.
 
-x0-parameterisation (predicts the clean latent), DiT-style adaLN time conditioning, and
+x0- or v-parameterisation (`model.prediction`), DiT-style adaLN time conditioning, and
 self-conditioning (the previous estimate of z0 is concatenated to the noisy input). For conditional
 generation some latents are given clean: a fixed embedding marks them (`given`), and
 `ClampedDenoiser` holds them fixed through a whole reverse process.
@@ -15,8 +15,11 @@ from .blocks import Block, TimestepEmbedding
 
 class Denoiser(nn.Module):
     def __init__(self, n: int, d: int, width: int, layers: int, heads: int, mlp_ratio: int = 4,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, prediction: str = "x0", schedule=None):
         super().__init__()
+        if prediction not in ("x0", "v") or (prediction == "v" and schedule is None):
+            raise ValueError(f"prediction must be 'x0' or 'v' (with a schedule), got {prediction!r}")
+        self.prediction, self.schedule = prediction, schedule
         self.inp = nn.Linear(2 * d, width)  # [z_t, z_sc]
         self.pos = nn.Parameter(torch.zeros(n, width))
         # added to the input at given (clean, conditioning) latents: a fixed random direction, not a
@@ -32,7 +35,8 @@ class Denoiser(nn.Module):
 
     def forward(self, z_t, t, z_sc=None, given=None):
         """z_t [B, N, d], t [B] in [0, 1], z_sc [B, N, d] or None, given [B, N] bool or None (which
-        latents are clean conditioning) -> predicted z0 [B, N, d]."""
+        latents are clean conditioning) -> predicted z0 [B, N, d]. With prediction 'v' the network's output F
+        is v = alpha eps - sigma z0, so z0 = alpha z_t - sigma F (for a variance-preserving schedule)."""
         if z_sc is None:
             z_sc = torch.zeros_like(z_t)
         x = self.inp(torch.cat([z_t, z_sc], dim=-1)) + self.pos
@@ -41,7 +45,11 @@ class Denoiser(nn.Module):
         c = self.time(t)
         for blk in self.blocks:
             x = blk(x, cond=c)
-        return self.out(self.norm(x))
+        out = self.out(self.norm(x))
+        if self.prediction == "x0":
+            return out
+        a, s = self.schedule.alpha(t).to(z_t.dtype), self.schedule.sigma(t).to(z_t.dtype)
+        return a[:, None, None] * z_t - s[:, None, None] * out
 
 
 class ClampedDenoiser:

@@ -127,12 +127,13 @@ class LDLM(Algorithm):
         # registration order = parameter order = the optimizer state's order in checkpoints: keep it
         self.encoder = self.build_encoder(m, L, D)
         n, d = self.latent_shape()
-        self.denoiser = Denoiser(n, d, m.den_width, m.den_layers, m.heads, m.mlp_ratio, m.dropout)
+        self.schedule = make_schedule(m.schedule, m.schedule_d)  # not a module: the parameter order is unchanged
+        self.denoiser = Denoiser(n, d, m.den_width, m.den_layers, m.heads, m.mlp_ratio, m.dropout,
+                                 m.prediction, self.schedule)
         self.decoder = self.build_decoder(m, L, D)
         self.tok_decoder = TokenDecoder(D, L, m.tok_dec_layers, m.tok_dec_width, m.heads, m.mlp_ratio, m.dropout)
         self.readout = Readout(D, self.vocab_size, m.readout, self.frozen.word_embeddings(),
                                unk_id=tokenizer.unk_token_id or 0)
-        self.schedule = make_schedule(m.schedule, m.schedule_d)
         self.timesteps = make_timesteps(cfg.recipe)
         self.features: CorpusFeatures | None = None
         self._last_z0: torch.Tensor | None = None  # latents of the last training batch, for interval logs
