@@ -78,6 +78,8 @@ def test_bf16_is_native_on_gpus_and_on_cpus_with_bf16_instructions_only(monkeypa
         monkeypatch.setattr(precision, "_cpu_flags", lambda f=flags: f)
         assert precision.native_bf16("cpu") is want and precision.native_bf16(torch.device("cpu")) is want
         assert precision.native_bf16("cuda:1") is True
+    monkeypatch.setenv("LDLM_FP32", "1")  # fp32 everywhere, to reproduce an fp32 machine's numbers
+    assert precision.native_bf16("cpu") is False and precision.native_bf16("cuda:1") is False
 
 
 def test_cpuinfo_flags_are_read_as_words():

@@ -274,9 +274,10 @@ def test_full_cache_disk_costs_speed_not_the_run(tmp_path, monkeypatch, capsys):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(F, "save_tensors", full)
-    f, done = F.cached_features(lm, enc["input_ids"], enc["attention_mask"].bool(), tmp_path, "k")
-    assert f.shape == (2, 8, lm.hidden) and done.all() and "cannot cache features" in capsys.readouterr().err
-    assert not [p for p in (tmp_path / "features").iterdir() if "safetensors" in p.name and "lock" not in p.name]
+    store = F.cached_features(lm, enc["input_ids"], enc["attention_mask"].bool(), tmp_path, "k")
+    assert store.held.all() and store.get(torch.arange(2)).shape == (2, 8, lm.hidden)
+    assert "cannot cache features" in capsys.readouterr().err
+    assert not list((tmp_path / "features").rglob("*safetensors*"))
 
 
 def _can_mount_tmpfs(d: Path) -> bool:
@@ -347,7 +348,7 @@ F.compute_features = counting
 cfg = load_config(sys.argv[1], sys.argv[2:])
 corpus = build_corpus(cfg.data, load_tokenizer("minilm"), "minilm")
 cf = F.CorpusFeatures(FrozenLM("minilm"), corpus, cfg.data, "cpu")
-print(json.dumps({"calls": calls, "sums": {k: float(v.double().sum()) for k, v in cf.feats.items()}}))
+print(json.dumps({"calls": calls, "sums": {k: float(v.get(v.rows()).double().sum()) for k, v in cf.stores.items()}}))
 """
 
 
@@ -373,8 +374,8 @@ def test_feature_cache_is_shared_across_directories_and_processes(tmp_path):
         outs.append(json.loads(out.splitlines()[-1]))
     assert sorted(c for o in outs for c in o["calls"]) == [12, 108]  # valid and train split, each once
     assert outs[0]["sums"] == outs[1]["sums"]
-    files = sorted((tmp_path / "xdg" / "ldlm" / "features").glob("*.safetensors"))
-    assert len(files) == 2 and not list((tmp_path / "xdg").rglob("*.tmp*"))
+    parts = sorted((tmp_path / "xdg" / "ldlm" / "features").glob("*/part-*.safetensors"))
+    assert [p.name for p in parts] == ["part-00000.safetensors"] * 2 and not list((tmp_path / "xdg").rglob("*.tmp*"))
     assert not any((d / "cache").exists() for d in dirs)
     p = _features(dirs[2], env=xdg)
     third = json.loads(p.communicate(timeout=300)[0].splitlines()[-1])
@@ -399,6 +400,7 @@ def test_feature_key_follows_corpus_lm_and_layer():
     ids2[3, 4] += 1
     assert F.feature_key(h, -1, ids2, mask) != k
     assert F.feature_key(h, -3, ids, mask) != k  # model.lm_layer
+    assert F.feature_key(h, -1, ids, mask, compute="bf16") != k  # features the LM computed under bf16 autocast
     with torch.no_grad():
         lm.lm.encoder.layer[2].attention.self.query.weight[0, 0] += 1.0  # a fine-tuned LM, same name
     h2 = F.lm_fingerprint(lm)
@@ -431,23 +433,33 @@ def test_only_the_rows_a_run_reads_are_computed_and_the_rest_on_demand(tmp_path,
     cf = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([10, 11, 3]), "valid": None,
                                                         "train_order": order})
     assert sorted(calls) == [3, len(corpus.valid)]  # rows 3, 10 and 11 (the sample among them); all of valid
-    assert cf.done["train"].nonzero().squeeze(1).tolist() == [3, 10, 11]
+    st = cf.stores["train"]
+    assert st.rows().tolist() == [3, 10, 11]
+    assert st.data.shape[0] == 3 < n  # memory holds the rows computed, not the split
     sample, sample_mask = cf.normalisation_sample(corpus, "cpu")
-    assert torch.equal(sample, cf.feats["train"][[3, 11]].float()) and torch.equal(sample_mask, corpus.train.mask[[3, 11]])
-    d = cf.done["train"]
-    assert torch.allclose(cf.feats["train"][d].float(), full.feats["train"][d].float(), atol=2e-2)
-    assert not cf.feats["train"][~d].any()  # rows not computed are zeros, and marked so
+    assert torch.equal(sample, st.get(torch.tensor([3, 11])).float()) and torch.equal(sample_mask, corpus.train.mask[[3, 11]])
+    assert torch.allclose(st.get(st.rows()).float(), full.stores["train"].get(st.rows()).float(), atol=2e-2)
+    entry = next(p.parent for p in (tmp_path / "part" / "features").glob("*/part-00000.safetensors")
+                 if torch.equal(F.load_part_rows(p), torch.tensor([3, 10, 11])))
+    first_part = (entry / "part-00000.safetensors").read_bytes()
     calls.clear()
     again = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([11, 20]), "valid": None})
     assert calls == [3]  # rows 20, 0 and 1: the rest is in the entry
-    assert again.done["train"].nonzero().squeeze(1).tolist() == [0, 1, 3, 10, 11, 20]  # + no order: rows 0, 1
+    assert again.stores["train"].rows().tolist() == [0, 1, 3, 10, 11, 20]  # + no order: rows 0, 1
+    # the new rows are a new part; the first one is not rewritten
+    assert sorted(p.name for p in entry.glob("part-*")) == ["part-00000.safetensors", "part-00001.safetensors"]
+    assert (entry / "part-00000.safetensors").read_bytes() == first_part
+    assert F.load_part_rows(entry / "part-00001.safetensors").tolist() == [0, 1, 20]
     assert torch.equal(again.norm_rows, torch.tensor([0, 1]))  # not what the entry holds
     idx = torch.tensor([20, 30, n - 1])  # 30 and n-1 were never named: computed when read
     ids, mask = corpus.train.ids[idx], corpus.train.mask[idx]
     with torch.no_grad():
         got = again.raw("train", idx, ids, mask)
     assert torch.allclose(got, full.raw("train", idx, ids, mask), atol=2e-2)
-    assert again.done["train"][idx].all()
+    assert again.stores["train"].held[idx].all()
+    twice = torch.tensor([31, 31, 3])  # a row named twice in one batch is computed and held once
+    got = again.raw("train", twice, corpus.train.ids[twice], corpus.train.mask[twice])
+    assert torch.equal(got[0], got[1]) and again.stores["train"].count == 9
 
 
 def test_validation_batches_and_the_rows_a_run_draws():
@@ -475,11 +487,15 @@ def test_corrupted_cache_entry_is_rebuilt(tmp_path):
     tok, lm = load_tokenizer("minilm"), FrozenLM("minilm")
     enc = tok(["a short passage", "and another one"], padding="max_length", max_length=8, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"].bool()
-    first, done = F.cached_features(lm, ids, mask, tmp_path, "k")
-    (tmp_path / "features" / "k.safetensors").write_bytes(b"garbage")
-    again, _ = F.cached_features(lm, ids, mask, tmp_path, "k")
-    assert done.all() and torch.equal(first, again)
-    assert torch.equal(F.cached_features(lm, ids, mask, tmp_path, "k")[0], first)
+    rows = torch.arange(2)
+    first = F.cached_features(lm, ids, mask, tmp_path, "k").get(rows)
+    part = tmp_path / "features" / "k" / "part-00000.safetensors"
+    for bad in (b"garbage", part.read_bytes()[: part.stat().st_size // 2]):  # not safetensors; cut short
+        part.write_bytes(bad)
+        again = F.cached_features(lm, ids, mask, tmp_path, "k")
+        assert torch.equal(again.get(rows), first)
+        assert torch.equal(F.cached_features(lm, ids, mask, tmp_path, "k").get(rows), first)
+        assert [p.name for p in part.parent.glob("part-*")] == [part.name]  # the bad part replaced, nothing else
 
 
 def test_cache_list_and_clear(tmp_path, capsys):
@@ -490,15 +506,19 @@ def test_cache_list_and_clear(tmp_path, capsys):
     for key, split in (("aaa", "train"), ("bbb", "valid")):
         (root / "features" / f"{key}.safetensors").write_bytes(b"x" * 1000)
         (root / "features" / f"{key}.json").write_text(json.dumps({"lm": "minilm", "split": split, "rows": 3}))
+    (root / "features" / "ccc").mkdir()  # an entry of parts (the format since session 16)
+    (root / "features" / "ccc" / "part-00000.safetensors").write_bytes(b"y" * 500)
+    (root / "features" / "ccc" / "meta.json").write_text(json.dumps({"lm": "minilm", "split": "valid", "rows": 9}))
     (root / "tokens-123").mkdir()
     (root / "tokens-123" / "meta.json").write_text(json.dumps({"format": "owt", "rows": {"train": 2}}))
     assert main(["cache", "list", "--dir", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "aaa.safetensors" in out and "train split" in out and "tokens-123" in out and "3 entries" in out
+    assert "aaa.safetensors" in out and "train split" in out and "tokens-123" in out and "4 entries" in out
+    assert "ccc  minilm layer ?, valid split of ?: 9 x ? x ?" in out
     with building(root / "features" / "bbb.safetensors"):  # being built by another process: kept
         assert main(["cache", "clear", "--dir", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "removed 2 entries" in out and "kept 1 being built now: bbb.safetensors" in out
+    assert "removed 3 entries" in out and "kept 1 being built now: bbb.safetensors" in out
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["bbb.json", "bbb.safetensors",
                                                                        "bbb.safetensors.lock"]
     assert main(["cache", "clear", "--dir", str(root)]) == 0

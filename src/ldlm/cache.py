@@ -3,7 +3,8 @@
 Where: `data.cache_dir` if set, else `$XDG_CACHE_HOME/ldlm`, else `~/.cache/ldlm`, so runs started
 from any directory reuse it. What:
 
-    features/<key>.safetensors (+ .json)   frozen-LM features of one corpus split (features.py)
+    features/<key>/                        frozen-LM features of one corpus split: parts of rows + meta.json
+                                           (features.py; `<key>.safetensors` + `.json`: the format before it)
     tokens-<key>/                          tokenised paper-scale corpora (hubdata.py)
     hf/                                    the Hugging Face `datasets` cache of those corpora
 
@@ -79,9 +80,10 @@ def entries(root: Path) -> list[dict]:
     """Every cache entry under `root`: kind, path, bytes, modified time and a short description."""
     out = []
     feats = root / "features"
-    for f in sorted(feats.glob("*.safetensors")) if feats.is_dir() else []:
+    found = sorted([*feats.glob("*.safetensors"), *(d for d in feats.iterdir() if d.is_dir())]) if feats.is_dir() else []
+    for f in found:
         try:
-            meta = json.loads(f.with_suffix(".json").read_text(encoding="utf-8"))
+            meta = json.loads((f / "meta.json" if f.is_dir() else f.with_suffix(".json")).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
         m = {k: meta.get(k, "?") for k in ("lm", "layer", "split", "corpus", "rows", "seq_len", "hidden")}

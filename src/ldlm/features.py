@@ -1,10 +1,10 @@
 """LDLM's training data: the frozen LM's features of every passage, computed once and cached.
 
-The cache entry of a split (`<cache>/features/<key>.safetensors`, fp16, see cache.py) is keyed by
+The cache entry of a split (`<cache>/features/<key>/`, parts of fp16 rows, see cache.py) is keyed by
 everything the features depend on: the split's token ids and mask (the corpus content as the LM
 reads it), the frozen LM itself (its config and a sample of every weight tensor, not its name or
-path) and the layer read (`model.lm_layer`). A changed corpus, another LM or another layer is a
-new entry; the same corpus from another directory or another run is a hit.
+path), the layer read (`model.lm_layer`) and the precision it ran in. A changed corpus, another LM or another
+layer is a new entry; the same corpus from another directory or another run is a hit.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from .cache import building, cache_root
-from .checkpoint import save_tensors
+from .checkpoint import save_tensors, write_text_atomic
 from .frozen_lm import FrozenLM
 from .precision import autocast, native_bf16
 
-FORMAT = 1
+FORMAT = 2  # 2: an entry is a folder of parts, each a set of rows (1: one file, the whole split)
 
 
 def lm_fingerprint(lm: FrozenLM) -> str:
@@ -44,9 +44,10 @@ def _tensor_hash(t) -> str:
     return hashlib.sha256(torch.as_tensor(t).contiguous().cpu().numpy().tobytes()).hexdigest()
 
 
-def feature_key(lm_hash: str, layer: int, ids, mask, content: str | None = None) -> str:
-    """The cache key of a split's features. `content` stands in for the ids of memory-mapped splits."""
-    parts = {"format": FORMAT, "lm": lm_hash, "layer": layer, "dtype": "float16",
+def feature_key(lm_hash: str, layer: int, ids, mask, content: str | None = None, compute: str = "fp32") -> str:
+    """The cache key of a split's features. `content` stands in for the ids of memory-mapped splits; `compute`
+    is the precision the LM ran in ('bf16' or 'fp32': the features differ by more than their fp16 storage)."""
+    parts = {"format": FORMAT, "lm": lm_hash, "layer": layer, "dtype": "float16", "compute": compute,
              "content": content or (_tensor_hash(ids), _tensor_hash(mask)), "shape": list(ids.shape)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -68,59 +69,124 @@ def compute_features(lm: FrozenLM, ids: torch.Tensor, mask: torch.Tensor, batch_
     return out
 
 
-def _read(path: Path, shape) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(features, done): `done` [rows] marks the rows the entry holds (an entry without it holds all)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+class FeatureStore:
+    """The features of some rows of a split, packed: `data[slot[row]]` for the rows held (`slot` -1 elsewhere).
+    Memory is the rows held, not the split (the buffer grows by a quarter when rows are added one batch at a
+    time, so adding stays amortised O(1) per row)."""
 
-    if not path.is_file():
-        return None
-    try:
-        t = load_file(str(path))
-        f = t["features"]
-        done = t["done"].bool() if "done" in t else torch.ones(f.shape[0], dtype=torch.bool)
-    except (SafetensorError, KeyError, OSError, RuntimeError):
-        return None  # corrupted: rebuilt below (it is only a cache)
-    return (f, done) if tuple(f.shape[:2]) == tuple(shape) and done.shape == (f.shape[0],) else None
+    def __init__(self, n_rows: int, seq_len: int, hidden: int, capacity: int = 0):
+        self.slot = torch.full((n_rows,), -1, dtype=torch.int64)
+        self.data = torch.empty(capacity, seq_len, hidden, dtype=torch.float16)
+        self.count = 0
+
+    @property
+    def held(self) -> torch.Tensor:
+        """[rows] bool: which rows the store holds."""
+        return self.slot >= 0
+
+    def rows(self) -> torch.Tensor:
+        """The rows held, in increasing order."""
+        return self.held.nonzero().squeeze(1)
+
+    def add(self, rows: torch.Tensor, feats: torch.Tensor) -> None:
+        """Hold `feats` [n, L, D] as the features of `rows` [n] (rows not held yet)."""
+        n = int(rows.numel())
+        if self.count + n > self.data.shape[0]:
+            cap = max(self.count + n, self.data.shape[0] + self.data.shape[0] // 4)
+            grown = torch.empty(cap, *self.data.shape[1:], dtype=self.data.dtype)
+            grown[: self.count] = self.data[: self.count]
+            self.data = grown
+        self.data[self.count: self.count + n] = feats.to("cpu", torch.float16)
+        self.slot[rows] = torch.arange(self.count, self.count + n)
+        self.count += n
+
+    def get(self, rows: torch.Tensor) -> torch.Tensor:
+        """[n, L, D] fp16 features of `rows` (every one held)."""
+        s = self.slot[rows]
+        if (s < 0).any():
+            raise KeyError(f"features of rows {rows[s < 0][:5].tolist()} are not held")
+        return self.data[s]
+
+
+def _parts(entry: Path) -> list[Path]:
+    return sorted(entry.glob("part-*.safetensors")) if entry.is_dir() else []
+
+
+def load_part_rows(part: Path) -> torch.Tensor:
+    """The row numbers a part of a cache entry holds."""
+    from safetensors import safe_open
+
+    with safe_open(str(part), "pt") as f:
+        return f.get_tensor("rows")
+
+
+def _read(entry: Path, shape, hidden: int) -> tuple[FeatureStore, list[Path]]:
+    """The rows an entry's parts hold, and the parts that could not be read (corrupted, or of another shape)."""
+    from safetensors import SafetensorError, safe_open
+
+    good, bad = [], []
+    for part in _parts(entry):
+        rows = None
+        try:
+            with safe_open(str(part), "pt") as f:
+                rows, n = f.get_tensor("rows"), f.get_slice("features").get_shape()
+            ok = (rows.dim() == 1 and list(n) == [rows.numel(), shape[1], hidden]
+                  and (rows.numel() == 0 or (int(rows.min()) >= 0 and int(rows.max()) < shape[0])))
+        except (SafetensorError, KeyError, OSError, RuntimeError, ValueError):
+            ok = False
+        (good if ok else bad).append((part, rows if ok else None))
+    store = FeatureStore(shape[0], shape[1], hidden, sum(int(r.numel()) for _, r in good))
+    for part, rows in good:
+        try:
+            with safe_open(str(part), "pt") as f:
+                feats = f.get_tensor("features")
+        except (SafetensorError, OSError, RuntimeError):
+            bad.append((part, None))
+            continue
+        new = ~store.held[rows]  # parts written under the lock never overlap; a copied-in entry might
+        store.add(rows[new], feats[new])
+    return store, [p for p, _ in bad]
 
 
 def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str = "cpu",
-                    describe: dict | None = None, rows: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, done) from `root/features/<key>.safetensors`. The rows in `rows` (all if None) that the entry
-    lacks are computed, merged in and the entry written again atomically; `done` marks the rows it holds (the
-    others are zeros). A run that reads only part of a split so computes only that part."""
-    path = Path(root) / "features" / f"{key}.safetensors"
-    want = torch.ones(ids.shape[0], dtype=torch.bool)
-    if rows is not None:
-        want = torch.zeros(ids.shape[0], dtype=torch.bool)
-        want[rows] = True
-    got = _read(path, ids.shape)
-    if got is not None and got[1][want].all():
-        return got
-    with building(path, quiet=os.environ.get("LDLM_QUIET") == "1"):
-        got = _read(path, ids.shape)  # another process may have built it while we waited
-        if got is not None and got[1][want].all():
-            return got
-        f, done = got if got is not None else (
-            torch.zeros(ids.shape[0], ids.shape[1], lm.hidden, dtype=torch.float16),
-            torch.zeros(ids.shape[0], dtype=torch.bool))
-        todo = (want & ~done).nonzero().squeeze(1)
-        f[todo] = compute_features(lm, ids[todo], mask[todo], device=device)
-        done = done | want
-        meta = {"lm": lm.name, "layer": lm.layer, "rows": int(f.shape[0]), "rows_done": int(done.sum()),
-                "seq_len": int(f.shape[1]), "hidden": int(f.shape[2]), "created": time.time(), **(describe or {})}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+                    describe: dict | None = None, rows: torch.Tensor | None = None) -> FeatureStore:
+    """The features of rows `rows` (all if None) of a split, from the cache entry `root/features/<key>/`.
+
+    An entry is a folder of parts (`part-NNNNN.safetensors`: the row numbers and their fp16 features), written
+    once each: the rows an entry lacks are computed and written as a new part (under a temporary name, then
+    renamed), so a run that reads only part of a split computes and keeps only that part, and a later run that
+    needs more rows adds them without rewriting what is there. A part that cannot be read is rebuilt."""
+    entry = Path(root) / "features" / key
+    want = torch.arange(ids.shape[0]) if rows is None else torch.unique(torch.as_tensor(rows))
+    store, bad = _read(entry, ids.shape, lm.hidden)
+    if not bad and store.held[want].all():
+        return store
+    quiet = os.environ.get("LDLM_QUIET") == "1"
+    with building(entry, quiet=quiet):
+        store, bad = _read(entry, ids.shape, lm.hidden)  # another process may have added rows while we waited
+        for part in bad:
+            part.unlink(missing_ok=True)
+        todo = want[~store.held[want]]
+        if todo.numel() == 0:
+            return store
+        feats = compute_features(lm, ids[todo], mask[todo], device=device)
+        store.add(todo, feats)
+        parts = _parts(entry)
+        part = entry / f"part-{int(parts[-1].stem.split('-')[1]) + 1 if parts else 0:05d}.safetensors"
+        tmp = entry / f".{part.name}.tmp{os.getpid()}"
+        meta = {"lm": lm.name, "layer": lm.layer, "rows": int(ids.shape[0]), "rows_done": int(store.count),
+                "seq_len": int(ids.shape[1]), "hidden": int(lm.hidden), "created": time.time(), **(describe or {})}
         try:
-            save_tensors({"features": f, **({} if done.all() else {"done": done.to(torch.uint8)})}, tmp)
-            path.with_suffix(".json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-            os.replace(tmp, path)
+            entry.mkdir(parents=True, exist_ok=True)
+            save_tensors({"rows": todo, "features": feats}, tmp)
+            os.replace(tmp, part)
+            write_text_atomic(entry / "meta.json", json.dumps(meta, indent=1))
         except OSError as e:  # a full cache disk costs speed, not the run: keep the features in memory
             tmp.unlink(missing_ok=True)
-            if os.environ.get("LDLM_QUIET") != "1":
-                print(f"warning: cannot cache features in {path.parent} ({e.strerror}); continuing without the cache",
+            if not quiet:
+                print(f"warning: cannot cache features in {entry} ({e.strerror}); continuing without the cache",
                       file=sys.stderr)
-    return f, done
+    return store
 
 
 NORM_ROWS = 4096  # the normalisation statistics are fitted on the first training rows a run draws
@@ -137,8 +203,7 @@ class CorpusFeatures:
 
     def __init__(self, lm: FrozenLM, corpus, data_cfg, device, rows: dict[str, torch.Tensor] | None = None):
         self.lm = lm
-        self.feats: dict[str, torch.Tensor] = {}
-        self.done: dict[str, torch.Tensor] = {}
+        self.stores: dict[str, FeatureStore] = {}
         # the normalisation is fitted on the first NORM_ROWS rows the run draws: a run of 500 steps reads them anyway
         # (no extra features), and they do not depend on the run's length or on what the cache already holds
         order = None if rows is None else rows.get("train_order")
@@ -152,27 +217,31 @@ class CorpusFeatures:
             if want is not None and name == "train":
                 want = torch.cat([want, self.norm_rows])
             content = None if torch.is_tensor(split.ids) else f"{corpus.fingerprint}-{name}"
-            key = feature_key(lm_hash, lm.layer, split.ids, split.mask, content)
-            self.feats[name], self.done[name] = cached_features(
+            key = feature_key(lm_hash, lm.layer, split.ids, split.mask, content,
+                              "bf16" if native_bf16(device) else "fp32")
+            self.stores[name] = cached_features(
                 lm, split.ids, split.mask, root, key, str(device), {"split": name, "corpus": data_cfg.corpus}, want)
 
     def raw(self, split: str, idx: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, L, D] float32 raw features of rows `idx` (whose ids/mask, on the device, are given)."""
-        if split not in self.feats:
+        if split not in self.stores:
             return self.lm.raw_features(ids, mask)
-        missing = ~self.done[split][idx]
+        store = self.stores[split]
+        missing = ~store.held[idx]
         if missing.any():  # rows the run did not announce: computed now, through fp16 like the cached ones
+            pos = missing.nonzero().squeeze(1)
             with torch.no_grad():
-                h = self.lm.raw_features(ids[missing.to(ids.device)], mask[missing.to(ids.device)])
-            self.feats[split][idx[missing]] = h.to("cpu", torch.float16)
-            self.done[split][idx[missing]] = True
-        return self.feats[split][idx].to(ids.device).float()
+                h = self.lm.raw_features(ids[pos.to(ids.device)], mask[pos.to(ids.device)])
+            new, inv = torch.unique(idx[pos], return_inverse=True)  # a batch may name a row twice: held once
+            first = torch.full((len(new),), len(pos)).scatter_reduce(0, inv, torch.arange(len(pos)), "amin")
+            store.add(new, h[first.to(h.device)])
+        return store.get(idx).to(ids.device).float()
 
     def normalisation_sample(self, corpus, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw features, mask) of up to 4096 cached (or 1024 computed) training passages the run draws first."""
         rows = self.norm_rows
-        if "train" in self.feats:
-            sample = self.feats["train"][rows]
+        if "train" in self.stores:
+            sample = self.stores["train"].get(rows)
         else:
             rows = rows[:1024]
             sample = compute_features(self.lm, corpus.train.ids[rows], corpus.train.mask[rows], device=str(device))
