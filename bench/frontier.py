@@ -3,6 +3,7 @@
     .venv/bin/python bench/frontier.py --ldlm runs/tiny --mdlm runs/tiny-mdlm --ar runs/tiny-ar --tencdm runs/tiny-tencdm
     .venv/bin/python bench/frontier.py --quick          # smoke test: trains four micro runs first
     .venv/bin/python bench/frontier.py --replot         # re-render frontier.png and .md from frontier.json
+    .venv/bin/python bench/frontier.py --ldlm runs/tiny --ar runs/tiny-ar --sample-seed 0,1,2,3   # each point: 4 draws
 
 Each model is swept over its own full knob set, as a grid (cartesian product): LDLM steps x noise
 scale x decode temperature x rounding time (`sample.round_below`) x the rounding readout's temperature
@@ -32,7 +33,9 @@ matching AR's best), so the table says where LDLM stands against the strongest b
 TEncDM run (the continuous-diffusion baseline), the same pair against it ("vs_tencdm").
 
 Writes bench/results/frontier.json, frontier.md (the table and the matches), frontier.csv and frontier.png
-(samples under frontier-samples/).
+(samples under frontier-samples/). With several `--sample-seed`s every point is the mean over the seeds (its
+sample std beside it, error bars in the plot, each seed's row under "seed_rows"); the matches use the means, so
+one lucky draw does not decide a comparison.
 """
 from __future__ import annotations
 
@@ -96,11 +99,19 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0, help="seed of the reference draw and MAUVE")
-    p.add_argument("--sample-seed", type=int, default=0)
+    p.add_argument("--sample-seed", default="0",
+                   help="sampling seed, or a comma list: each point is then the mean over the seeds, with the sample "
+                        "std of gen-PPL, entropy, MAUVE and distinct-2 (`<metric>_std`) and each seed's row kept")
     p.add_argument("--out", help="output folder (default bench/results; --quick bench/results/quick)")
     p.add_argument("--fresh", action="store_true", help="ignore points already in frontier.json (default: reuse them)")
     p.add_argument("--replot", action="store_true", help="only re-render frontier.png/.md from the saved frontier.json")
     a = p.parse_args(argv)
+    try:
+        a.sample_seeds = [int(x) for x in str(a.sample_seed).split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--sample-seed {a.sample_seed!r}: give an integer or a comma list of integers (0,1,2,3)")
+    if not a.sample_seeds:
+        p.error("--sample-seed is empty; give at least one seed")
     base = QUICK if a.quick else FULL
     for k, v in base.items():
         if getattr(a, k) is None:
@@ -327,7 +338,7 @@ def time_pair(models: dict, ld: dict, od: dict, a, other: str = "mdlm") -> dict:
     n = a.timing_num
 
     def run(algo, setting):
-        return generate(models[algo], num=n, batch_size=n, seed=a.sample_seed, **setting)[0]["sec_per_sample"]
+        return generate(models[algo], num=n, batch_size=n, seed=a.sample_seeds[0], **setting)[0]["sec_per_sample"]
 
     run("ldlm", ld), run(other, od)  # warm-up
     tl, to = [], []
@@ -419,8 +430,29 @@ def baseline_message(c: dict, other: str = "ar") -> str:
             + ratio_text(c, "LDLM's time"))
 
 
-def _cell(v, fmt: str) -> str:
-    return "n/a" if v is None else fmt.format(v)
+def _cell(v, fmt: str, std=None) -> str:
+    return "n/a" if v is None else fmt.format(v) + ("" if std is None else " ± " + fmt.format(std))
+
+
+SPREAD = ("gen_ppl", "entropy", "mauve", "distinct2_set")  # the metrics whose spread over sampling seeds is kept
+
+
+def seed_mean(rows: list[dict]) -> dict:
+    """One point from a setting sampled at several seeds (`rows`, one per seed): every numeric field's mean
+    (the setting's own knobs aside), the sample std of SPREAD's metrics as `<metric>_std`, and the seeds."""
+    import statistics
+
+    out = {k: v for k, v in rows[0].items() if k != "sample_seed"}
+    for k, v in rows[0].items():
+        vals = [r.get(k) for r in rows]
+        if k not in KEYS and k != "sample_seed" and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+            out[k] = statistics.fmean(vals)
+    for k in SPREAD:
+        vals = [r[k] for r in rows if r.get(k) is not None]
+        if len(vals) > 1:
+            out[f"{k}_std"] = statistics.stdev(vals)
+    out["sample_seeds"] = [r["sample_seed"] for r in rows]
+    return out
 
 
 def markdown(res: dict, header: bool = True) -> str:
@@ -431,6 +463,10 @@ def markdown(res: dict, header: bool = True) -> str:
              f"Command: `{m['command']}`", ""] if header else []
     notes = res.get("notes") or []
     lines += [f"Note: {n}" for n in notes] + ([""] if notes else [])
+    seeds = res.get("sample_seeds") or [res.get("sample_seed", 0)]
+    if len(seeds) > 1:
+        lines += [f"Each point: the mean ± sample std over sampling seeds {', '.join(map(str, seeds))} "
+                  f"({res['num']} samples each; ms/sample: the mean).", ""]
     lines += [B.evaluator_caption((res.get("eval_settings") or {}).get("evaluator"), res.get("protocol")), "",
               "| model | setting | gen-PPL | entropy | MAUVE | distinct-2 (set) | ms/sample |",
               "|---|---|---|---|---|---|---|"]
@@ -439,7 +475,8 @@ def markdown(res: dict, header: bool = True) -> str:
     lines.append(f"| data | {d.get('num', res['num'])} held-out passages | "
                  + " | ".join(_cell(d.get(k), f) for k, f in cols) + " | |")
     for r in res["rows"]:
-        lines.append(f"| {r['algo'].upper()} | {r['label']} | " + " | ".join(_cell(r.get(k), f) for k, f in cols)
+        lines.append(f"| {r['algo'].upper()} | {r['label']} | "
+                     + " | ".join(_cell(r.get(k), f, r.get(f"{k}_std")) for k, f in cols)
                      + f" | {r['sec_per_sample'] * 1000:.1f} |")
     h = res.get("headline") or {}
     lines += ["", f"Matches (entropy tolerance {h.get('entropy_tol')}):", ""]
@@ -474,6 +511,10 @@ def plot(path: Path, rows: list[dict], data: dict | None, h: dict, title: str) -
             alpha = 0.35 + 0.65 * (gi + 1) / len(curves)
             ax.plot([r["entropy"] for r in line], [r["gen_ppl"] for r in line], marker="o", ms=4, color=colors[algo],
                     alpha=alpha, label=f"{algo.upper()} {label(dict(knobs))}")
+            if any("gen_ppl_std" in r for r in line):  # points averaged over sampling seeds: their spread
+                ax.errorbar([r["entropy"] for r in line], [r["gen_ppl"] for r in line], fmt="none", ecolor=colors[algo],
+                            alpha=alpha, xerr=[r.get("entropy_std", 0) for r in line],
+                            yerr=[r.get("gen_ppl_std", 0) for r in line], elinewidth=0.8, capsize=2)
             for r in line:
                 ax.annotate(f"{label({along: r.get(along)})} {r['sec_per_sample'] * 1000:.0f}ms",
                             (r["entropy"], r["gen_ppl"]), textcoords="offset points", xytext=(4, 3), fontsize=6,
@@ -546,23 +587,25 @@ def main(argv=None) -> dict:
                      f"treatment for every model")
     refs, refs_b, note = build_references("valid", cfgs["ldlm"], a.num, [], a.seed)
     ev = make_evaluation(a.eval_lm, refs, refs_b, note, seed=a.seed, device=device, batch_size=16, threads=a.threads)
-    prev = {}
+    prev, prev_seed_rows = {}, []
     jpath = out / "frontier.json"
     if jpath.exists() and not a.fresh:
         try:
             old = json.loads(jpath.read_text())
             prev = {(r["algo"], r["label"]): r for r in old.get("rows", [])
-                    if r.get("num") == a.num and r.get("checkpoint") == str(ck.resolve_checkpoint(runs[r["algo"]]))
-                    if r["algo"] in runs}
+                    if r.get("num") == a.num and r["algo"] in runs
+                    and r.get("checkpoint") == str(ck.resolve_checkpoint(runs[r["algo"]]))
+                    and r.get("sample_seeds", [old.get("sample_seed", 0)]) == a.sample_seeds}
+            prev_seed_rows = [r for r in old.get("seed_rows", []) if (r["algo"], r["label"]) in prev]
         except (ValueError, KeyError, OSError):
-            prev = {}
+            prev, prev_seed_rows = {}, []
     t0 = time.time()
     if a.timing_repeats <= 0:
         notes.append("--timing-repeats 0: the sweep ran beside other jobs; its ms/sample and time ratios are not speed "
                      "measurements")
     res = {"benchmark": "frontier", "protocol": PROTOCOL, "quick": a.quick, "machine": B.machine_info(device),
-           "runs": runs, "num": a.num, "sample_seed": a.sample_seed, "eval_settings": ev.settings, "notes": notes,
-           "data": ev.data_row(), "rows": []}
+           "runs": runs, "num": a.num, "sample_seeds": a.sample_seeds, "eval_settings": ev.settings, "notes": notes,
+           "data": ev.data_row(), "rows": [], **({"seed_rows": prev_seed_rows} if len(a.sample_seeds) > 1 else {})}
     samples_dir = out / "frontier-samples"
     for algo, path in runs.items():
         model = load_model(path, device=device)
@@ -575,13 +618,22 @@ def main(argv=None) -> dict:
                 res["rows"].append(prev[(algo, lab)])
                 continue
             if not warmed:  # one-time costs out of sec/sample
-                generate(model, num=min(a.num, 8), seed=a.sample_seed, **s)
+                generate(model, num=min(a.num, 8), seed=a.sample_seeds[0], **s)
                 warmed = True
-            recs = generate(model, num=a.num, seed=a.sample_seed, **s)
-            write_samples(recs, samples_dir / f"{algo}-{lab.replace(' ', '_')}.jsonl")
-            row = {"algo": algo, "label": lab, **s, "checkpoint": ckpt, "sec_per_sample": recs[0]["sec_per_sample"],
-                   "sample_batch_size": model.cfg.sample.batch_size,
-                   **ev.evaluate([r["text"] for r in recs], desc=f"scoring {algo} {lab}")}
+            per_seed = []
+            for seed in a.sample_seeds:
+                recs = generate(model, num=a.num, seed=seed, **s)
+                name = lab.replace(" ", "_") + (f"-seed{seed}" if len(a.sample_seeds) > 1 else "")
+                write_samples(recs, samples_dir / f"{algo}-{name}.jsonl")
+                per_seed.append({"algo": algo, "label": lab, **s, "sample_seed": seed, "checkpoint": ckpt,
+                                 "sec_per_sample": recs[0]["sec_per_sample"],
+                                 "sample_batch_size": model.cfg.sample.batch_size,
+                                 **ev.evaluate([r["text"] for r in recs], desc=f"scoring {algo} {lab} seed {seed}")})
+            if len(per_seed) > 1:
+                res["seed_rows"] += per_seed
+                row = seed_mean(per_seed)
+            else:
+                row = {k: v for k, v in per_seed[0].items() if k != "sample_seed"} | {"sample_seeds": a.sample_seeds}
             res["rows"].append(row)
             B.log(f"{algo:5s} {format_table({lab: row}).splitlines()[1]} {row['sec_per_sample'] * 1000:8.1f} ms/sample")
             B.write_json(jpath, res)  # after every point: an interrupted sweep keeps what it finished

@@ -263,6 +263,24 @@ def test_frontier_script_quick_end_to_end(random_lm, tmp_path):
     (tmp_path / "frontier.png").unlink()
     frontier.main(["--replot", "--out", str(tmp_path)])  # from the JSON alone
     assert (tmp_path / "frontier.png").stat().st_size > 0
+    # two sampling seeds, one point per model: each point is the mean of its seeds' rows, and seed 0's row is
+    # the single-seed sweep's point (the same draw, the same score); the one-seed points are not reused for it
+    one = {(r["algo"], r["label"]): r for r in res["rows"]}
+    two = frontier.main(["--quick", "--threads", "1", "--eval-lm", random_lm, "--out", str(tmp_path),
+                         "--timing-repeats", "0", "--sample-seed", "0,1", "--ldlm-steps", "5", "--ldlm-decode-temps",
+                         "0", "--tencdm-steps", "5", "--tencdm-decode-temps", "0", "--mdlm-steps", "4",
+                         "--mdlm-top-p", "1.0", "--ar-temps", "1.0", "--ar-top-p", "1.0"])
+    assert len(two["rows"]) == 4 and len(two["seed_rows"]) == 8 and two["sample_seeds"] == [0, 1]
+    for r in two["rows"]:
+        seeds = [x for x in two["seed_rows"] if (x["algo"], x["label"]) == (r["algo"], r["label"])]
+        assert [x["sample_seed"] for x in seeds] == [0, 1] and r["sample_seeds"] == [0, 1]
+        for k in ("gen_ppl", "entropy", "mauve"):
+            assert r[k] == pytest.approx((seeds[0][k] + seeds[1][k]) / 2)
+            assert r[f"{k}_std"] == pytest.approx(abs(seeds[0][k] - seeds[1][k]) / 2 ** 0.5)
+        assert seeds[0]["gen_ppl"] == pytest.approx(one[(r["algo"], r["label"])]["gen_ppl"], rel=1e-6)
+    assert "the mean ± sample std over sampling seeds 0, 1" in (tmp_path / "frontier.md").read_text()
+    with pytest.raises(SystemExit):
+        frontier.parse_args(["--sample-seed", "0,x"])
 
 
 def test_demo_timing_splits_make_demo_by_the_commands_it_echoes(tmp_path):
