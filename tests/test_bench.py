@@ -709,3 +709,21 @@ def test_overheads_times_both_ways_and_the_fused_optimizer_updates_as_the_defaul
     assert torch.allclose(after[0], after[1], atol=1e-7) and not torch.equal(after[0], torch.cat(
         [p.detach().flatten() for p in net.parameters()]))
     assert make_optimizer(net, overheads._TC).defaults["fused"]  # on the CPU by default
+
+
+def test_spread_table_puts_the_shared_settings_side_by_side(tmp_path):
+    import spread_table
+
+    def sweep(name, labels, ppl):
+        m = {"mean": ppl, "std": 1.5, "min": ppl - 2, "max": ppl + 2}
+        rows = [{"label": lab, "gen_ppl": m, "entropy": {**m, "mean": 3.1}, "mauve": {**m, "mean": 0.5, "std": 0.1},
+                 "distinct2_set": {**m, "mean": 0.35}} for lab in labels]
+        (tmp_path / name).write_text(json.dumps({"seed_spread": rows}))
+        return f"{name}={tmp_path / name}"
+
+    out = spread_table.main([sweep("a.json", ["ns1.0", "ns1.2"], 500.0), sweep("b.json", ["ns1.2", "ns1.4"], 600.0)])
+    lines = out.splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| ns1.2 | 500.0 ± 1.5 | 3.100 | 0.500 ± 0.100 | 0.350 | 600.0 ± 1.5")
+    (tmp_path / "one.json").write_text(json.dumps({"rows": []}))  # a one-seed sweep has no spread: an error
+    with pytest.raises(SystemExit, match="no seed_spread"):
+        spread_table.main([f"x={tmp_path / 'one.json'}"])
