@@ -106,12 +106,13 @@ def parse_args(argv=None):
     p.add_argument("--fresh", action="store_true", help="ignore points already in frontier.json (default: reuse them)")
     p.add_argument("--replot", action="store_true", help="only re-render frontier.png/.md from the saved frontier.json")
     a = p.parse_args(argv)
+    from ldlm.errors import UserError
+    from ldlm.frontier import parse_list
+
     try:
-        a.sample_seeds = [int(x) for x in str(a.sample_seed).split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--sample-seed {a.sample_seed!r}: give an integer or a comma list of integers (0,1,2,3)")
-    if not a.sample_seeds:
-        p.error("--sample-seed is empty; give at least one seed")
+        a.sample_seeds = parse_list(str(a.sample_seed), int, "sample-seed")
+    except UserError as e:
+        p.error(str(e))
     base = QUICK if a.quick else FULL
     for k, v in base.items():
         if getattr(a, k) is None:
@@ -434,20 +435,20 @@ def _cell(v, fmt: str, std=None) -> str:
     return "n/a" if v is None else fmt.format(v) + ("" if std is None else " ± " + fmt.format(std))
 
 
-SPREAD = ("gen_ppl", "entropy", "mauve", "distinct2_set")  # the metrics whose spread over sampling seeds is kept
-
-
 def seed_mean(rows: list[dict]) -> dict:
     """One point from a setting sampled at several seeds (`rows`, one per seed): every numeric field's mean
-    (the setting's own knobs aside), the sample std of SPREAD's metrics as `<metric>_std`, and the seeds."""
+    (the setting's own knobs aside), the sample std of `ldlm frontier`'s spread metrics as `<metric>_std`, and
+    the seeds."""
     import statistics
 
+    from ldlm.frontier import SPREAD_METRICS
+
     out = {k: v for k, v in rows[0].items() if k != "sample_seed"}
-    for k, v in rows[0].items():
+    for k in out:
         vals = [r.get(k) for r in rows]
-        if k not in KEYS and k != "sample_seed" and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+        if k not in KEYS and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
             out[k] = statistics.fmean(vals)
-    for k in SPREAD:
+    for k in SPREAD_METRICS:
         vals = [r[k] for r in rows if r.get(k) is not None]
         if len(vals) > 1:
             out[f"{k}_std"] = statistics.stdev(vals)

@@ -443,8 +443,11 @@ def test_only_the_rows_a_run_reads_are_computed_and_the_rest_on_demand(tmp_path,
                  if torch.equal(F.load_part_rows(p), torch.tensor([3, 10, 11])))
     first_part = (entry / "part-00000.safetensors").read_bytes()
     calls.clear()
+    loads, real_load = [], F._load
+    monkeypatch.setattr(F, "_load", lambda *a: loads.append(1) or real_load(*a))
     again = F.CorpusFeatures(lm, corpus, cfg.data, "cpu", {"train": torch.tensor([11, 20]), "valid": None})
     assert calls == [3]  # rows 20, 0 and 1: the rest is in the entry
+    assert len(loads) == 2  # each split's stored features read once, rows to add or not
     assert again.stores["train"].rows().tolist() == [0, 1, 3, 10, 11, 20]  # + no order: rows 0, 1
     # the new rows are a new part; the first one is not rewritten
     assert sorted(p.name for p in entry.glob("part-*")) == ["part-00000.safetensors", "part-00001.safetensors"]

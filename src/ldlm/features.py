@@ -112,40 +112,61 @@ def _parts(entry: Path) -> list[Path]:
     return sorted(entry.glob("part-*.safetensors")) if entry.is_dir() else []
 
 
-def load_part_rows(part: Path) -> torch.Tensor:
-    """The row numbers a part of a cache entry holds."""
+def _part_header(part: Path) -> tuple[torch.Tensor, list[int]]:
+    """(the row numbers a part of a cache entry holds, the shape of its features), without reading the features."""
     from safetensors import safe_open
 
     with safe_open(str(part), "pt") as f:
-        return f.get_tensor("rows")
+        return f.get_tensor("rows"), list(f.get_slice("features").get_shape())
 
 
-def _read(entry: Path, shape, hidden: int) -> tuple[FeatureStore, list[Path]]:
-    """The rows an entry's parts hold, and the parts that could not be read (corrupted, or of another shape)."""
-    from safetensors import SafetensorError, safe_open
+def load_part_rows(part: Path) -> torch.Tensor:
+    """The row numbers a part of a cache entry holds."""
+    return _part_header(part)[0]
+
+
+def _index(entry: Path, shape, hidden: int) -> tuple[list[tuple[Path, torch.Tensor]], list[Path]]:
+    """The entry's usable parts with the rows each holds, and the parts that are not (corrupted, or of another
+    shape). Reads the parts' headers and row numbers only."""
+    from safetensors import SafetensorError
 
     good, bad = [], []
     for part in _parts(entry):
-        rows = None
         try:
-            with safe_open(str(part), "pt") as f:
-                rows, n = f.get_tensor("rows"), f.get_slice("features").get_shape()
-            ok = (rows.dim() == 1 and list(n) == [rows.numel(), shape[1], hidden]
+            rows, n = _part_header(part)
+            ok = (rows.dim() == 1 and n == [rows.numel(), shape[1], hidden]
                   and (rows.numel() == 0 or (int(rows.min()) >= 0 and int(rows.max()) < shape[0])))
         except (SafetensorError, KeyError, OSError, RuntimeError, ValueError):
             ok = False
-        (good if ok else bad).append((part, rows if ok else None))
-    store = FeatureStore(shape[0], shape[1], hidden, sum(int(r.numel()) for _, r in good))
+        if ok:
+            good.append((part, rows))
+        else:
+            bad.append(part)
+    return good, bad
+
+
+def _holds(good: list[tuple[Path, torch.Tensor]], n_rows: int, want: torch.Tensor) -> bool:
+    held = torch.zeros(n_rows, dtype=torch.bool)
+    for _, rows in good:
+        held[rows] = True
+    return bool(held[want].all())
+
+
+def _load(good: list[tuple[Path, torch.Tensor]], shape, hidden: int) -> tuple[FeatureStore, list[Path]]:
+    """The features of the parts `_index` found usable, and the parts whose features could not be read after all."""
+    from safetensors import SafetensorError, safe_open
+
+    store, bad = FeatureStore(shape[0], shape[1], hidden, sum(int(r.numel()) for _, r in good)), []
     for part, rows in good:
         try:
             with safe_open(str(part), "pt") as f:
                 feats = f.get_tensor("features")
         except (SafetensorError, OSError, RuntimeError):
-            bad.append((part, None))
+            bad.append(part)
             continue
         new = ~store.held[rows]  # parts written under the lock never overlap; a copied-in entry might
         store.add(rows[new], feats[new])
-    return store, [p for p, _ in bad]
+    return store, bad
 
 
 def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str = "cpu",
@@ -155,16 +176,20 @@ def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str =
     An entry is a folder of parts (`part-NNNNN.safetensors`: the row numbers and their fp16 features), written
     once each: the rows an entry lacks are computed and written as a new part (under a temporary name, then
     renamed), so a run that reads only part of a split computes and keeps only that part, and a later run that
-    needs more rows adds them without rewriting what is there. A part that cannot be read is rebuilt."""
+    needs more rows adds them without rewriting what is there. A part that cannot be read is rebuilt. The
+    features are read once: before the build lock only the parts' row numbers are, to see whether it is needed."""
     entry = Path(root) / "features" / key
     want = torch.arange(ids.shape[0]) if rows is None else torch.unique(torch.as_tensor(rows))
-    store, bad = _read(entry, ids.shape, lm.hidden)
-    if not bad and store.held[want].all():
-        return store
+    good, bad = _index(entry, ids.shape, lm.hidden)
+    if not bad and _holds(good, ids.shape[0], want):
+        store, unreadable = _load(good, ids.shape, lm.hidden)
+        if not unreadable:
+            return store
     quiet = os.environ.get("LDLM_QUIET") == "1"
     with building(entry, quiet=quiet):
-        store, bad = _read(entry, ids.shape, lm.hidden)  # another process may have added rows while we waited
-        for part in bad:
+        good, bad = _index(entry, ids.shape, lm.hidden)  # another process may have added rows while we waited
+        store, unreadable = _load(good, ids.shape, lm.hidden)
+        for part in bad + unreadable:
             part.unlink(missing_ok=True)
         todo = want[~store.held[want]]
         if todo.numel() == 0:
