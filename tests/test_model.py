@@ -263,3 +263,38 @@ def test_ldlm_loss_leaves_out_the_accuracy_argmax_on_unlogged_steps(root, tmp_pa
         out[logged] = model.loss(batch, 0)
     assert 0 <= float(out[True][1]["dec_acc"]) <= 1 and "dec_acc" not in out[False][1]
     assert torch.equal(out[True][0], out[False][0])
+
+
+def test_cpu_attention_under_bf16_autocast_runs_in_fp32_and_matches_the_fp32_result(monkeypatch):
+    """CPU SDPA's bf16 kernel is ~9x slower than its fp32 one (bench/results/precision-step-s17/): under bf16
+    autocast on CPU, attention takes fp32 inputs, returns bf16, and equals the fp32 layer up to bf16 rounding."""
+    import torch.nn.functional as F
+
+    import ldlm.blocks as blocks
+
+    torch.manual_seed(0)
+    attn = blocks.Attention(64, 4)
+    x = torch.randn(3, 10, 64)
+    key_mask = torch.ones(3, 10, dtype=torch.bool)
+    key_mask[1, 7:] = False
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(blocks.F, "scaled_dot_product_attention", spy)
+    ref = attn(x, key_mask=key_mask)
+    assert seen == [(torch.float32,) * 3]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attn(x, key_mask=key_mask)
+        y_causal = attn(x, causal=True)
+    assert seen[1:] == [(torch.float32,) * 3] * 2
+    assert y.dtype == torch.bfloat16  # the products around attention stay bf16
+    assert torch.allclose(y.float(), ref, atol=3e-2, rtol=3e-2)
+    assert torch.allclose(y_causal.float(), attn(x, causal=True), atol=3e-2, rtol=3e-2)
+    monkeypatch.setattr(blocks, "CPU_BF16_ATTENTION_IN_FP32", False)  # the switch bench/precision_step.py times
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        attn(x, key_mask=key_mask)
+    assert seen[-1] == (torch.bfloat16,) * 3
