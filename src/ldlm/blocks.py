@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import sdpa
 from .vocab import VocabSubset
 
 
@@ -70,28 +71,9 @@ class Attention(nn.Module):
             # the t new queries sit at the end of the s keys (a cached prefill, or a key mask besides)
             causal_mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
             mask = causal_mask if mask is None else mask & causal_mask
-        y = attend(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)
+        # fp32 on CPU under bf16 autocast: its bf16 kernel is ~9x slower there (precision.py)
+        y = sdpa(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, w))
-
-
-# attention in fp32 on CPU under bf16 autocast (see `attend`); a switch so bench/precision_step.py can time both
-CPU_BF16_ATTENTION_IN_FP32 = True
-
-
-def attend(q, k, v, mask, is_causal: bool, dropout_p: float):
-    """`scaled_dot_product_attention`, in fp32 on CPU when its inputs are bf16.
-
-    CPU attention's bf16 kernel is ~9x slower than its fp32 one at this library's widths (16.9 ms
-    against 1.9 ms a call on an AMX Xeon: bench/results/bf16-xeon-s16/), enough to make a bf16
-    training step slower than an fp32 one; the products around it keep bf16's speed. On GPU the
-    bf16 flash kernels are the fast path, so nothing changes there.
-    """
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16 or not CPU_BF16_ATTENTION_IN_FP32:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p)
-    with torch.autocast("cpu", enabled=False):  # autocast would cast the fp32 inputs straight back to bf16
-        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
-                                           is_causal=is_causal, dropout_p=dropout_p)
-    return y.to(q.dtype)
 
 
 class MLP(nn.Module):
