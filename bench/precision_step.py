@@ -1,20 +1,21 @@
-"""A step in fp32, in bf16 autocast, and in bf16 with attention kept in fp32, the three timed interleaved.
+"""Training-step and attention-kernel times in fp32 and bf16 on CPU (or GPU), the modes timed interleaved.
 
     .venv/bin/python bench/precision_step.py                          # tiny's training step, 6 rounds x 4 steps
     .venv/bin/python bench/precision_step.py --config configs/tiny-ar.yaml --rounds 8
-    .venv/bin/python bench/precision_step.py --part features          # the frozen LM's feature pass (one batch)
-    .venv/bin/python bench/precision_step.py --part eval              # the evaluator LM's forward (one batch)
+    .venv/bin/python bench/precision_step.py --part attention         # SDPA alone at tiny's attention shape
 
-`--part train`: one trainer's `_step`, mid-run (every recipe path active), on the config's batch. `--part
-features`: the config's frozen LM on `--batch` (default 128, the feature pass's) passages of the config's length.
-`--part eval`: the offline evaluator (SmolLM2) on `--batch` (default 16, `ldlm eval`'s) texts of `--eval-len` (64)
-tokens. Inputs of the last two are random token ids: the time does not depend on which tokens they are.
+`--part train`: one trainer's `_step` mid-run (every recipe path active), on the config's batch, in fp32, in bf16
+autocast with bf16 attention, and in bf16 autocast with attention in fp32 (`ldlm.precision.sdpa`, the library's
+default on CPU). Training steps change the weights, so the modes see slightly different weights; that does not move
+the time. `--part attention`: `scaled_dot_product_attention` alone on random [batch, heads, seq_len, head_dim]
+inputs of the config's shape, forward only and forward + backward, fp32 and bf16 -- which of the two passes is
+slow in bf16.
 
 Each round runs `--steps` units of each mode in turn, so a neighbour's load on a shared machine falls on every mode
-alike (timing the modes one after another, minutes apart, measured the machine as much as the precision). Training
-steps change the weights, so the modes see slightly different weights; that does not move the time. Reports each
-mode's median seconds and tokens/s. Only meaningful on a CPU with native bf16 (AVX512-BF16/AMX) or a GPU: elsewhere
-bf16 is emulated and far slower (bench/bf16_cpu.py). Writes precision-<part>-<config>.{json,md}.
+alike (timing the modes one after another, minutes apart, measured the machine as much as the precision). Reports
+each mode's median seconds and tokens/s, and its speed against the same pass in fp32. Only meaningful on a CPU with
+native bf16 (AVX512-BF16/AMX) or a GPU: elsewhere bf16 is emulated and far slower (bench/bf16_cpu.py). Writes
+precision-<part>-<config>.{json,md}.
 """
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ os.environ.setdefault("LDLM_QUIET", "1")
 
 import benchlib as B  # noqa: E402
 
-MODES = {  # name: (bf16 autocast, attention in fp32 under it)
+MODES = {  # --part train: name -> (bf16 autocast, attention in fp32 under it)
     "fp32": (False, True),
     "bf16, attention bf16": (True, False),
     "bf16, attention fp32": (True, True),
 }
-PARTS = {"train": "training step", "features": "frozen LM feature pass", "eval": "evaluator forward"}
+PARTS = {"train": "training step", "attention": "attention kernel"}
 
 
 def parse_args(argv=None):
@@ -45,8 +46,6 @@ def parse_args(argv=None):
     p.add_argument("--config", default=str(B.ROOT / "configs" / "tiny.yaml"))
     p.add_argument("--rounds", type=int, default=6, help="rounds; each times every mode once")
     p.add_argument("--steps", type=int, default=4, help="timed units per mode per round")
-    p.add_argument("--batch", type=int, help="sequences per unit (features 128, eval 16; train: the config's)")
-    p.add_argument("--eval-len", type=int, default=64, help="tokens per text (--part eval)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -54,11 +53,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def unit(a, cfg, device, run: Path):
-    """(fn(bf16) running one timed unit, sequences per unit, tokens per sequence) for `a.part`."""
+def units(a, cfg, device, run: Path):
+    """({mode: fn running one timed unit}, sequences per unit, tokens per sequence) for `a.part`."""
     import torch
 
-    from ldlm.precision import autocast
+    import ldlm.precision as precision
 
     if a.part == "train":
         from ldlm.trainer import Trainer
@@ -68,32 +67,28 @@ def unit(a, cfg, device, run: Path):
         tr.step = cfg.train.steps // 2
         tr.model.step_logs = False
 
-        def step(bf16):
-            tr.bf16 = bf16
+        def step(bf16, attn32):
+            tr.bf16, precision.CPU_BF16_ATTENTION_IN_FP32 = bf16, attn32
             tr._step()
             tr.step += 1
-        return step, tr.global_batch, cfg.data.seq_len
+        fns = {name: (lambda m=m: step(*m)) for name, m in MODES.items()}
+        return fns, tr.global_batch, cfg.data.seq_len
+    m = cfg.model
+    shape = (cfg.train.batch_size, m.heads, cfg.data.seq_len, m.den_width // m.heads)
     g = torch.Generator().manual_seed(0)
-    if a.part == "features":
-        from ldlm.frozen_lm import FrozenLM
+    fns = {}
+    for dtype, label in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        qkv = [torch.randn(*shape, generator=g).to(device, dtype).requires_grad_() for _ in range(3)]
 
-        lm, n, length = FrozenLM(cfg.model.lm, cfg.model.lm_layer).to(device), a.batch or 128, cfg.data.seq_len
-        vocab = lm.lm.config.vocab_size
-        forward = lm.raw_features
-    else:
-        from ldlm.evaluator import load_evaluator
+        @torch.no_grad()
+        def forward(qkv=qkv):
+            torch.nn.functional.scaled_dot_product_attention(*qkv)
 
-        ev, n, length = load_evaluator(device=device), a.batch or 16, a.eval_len
-        vocab = ev.model.config.vocab_size
-        forward = (lambda x, m: ev.model(input_ids=x, attention_mask=m).logits)
-    ids = torch.randint(1000, vocab, (n, length), generator=g).to(device)
-    mask = torch.ones(n, length, dtype=torch.long, device=device)
-
-    @torch.no_grad()
-    def run_once(bf16):
-        with autocast(device, bf16):
-            forward(ids, mask)
-    return run_once, n, length
+        def forward_backward(qkv=qkv):
+            torch.nn.functional.scaled_dot_product_attention(*qkv).float().sum().backward()
+        fns[f"forward {label}"], fns[f"forward+backward {label}"] = forward, forward_backward
+    order = ["forward fp32", "forward bf16", "forward+backward fp32", "forward+backward bf16"]
+    return {k: fns[k] for k in order}, shape[0], shape[2]
 
 
 def main(argv=None) -> dict:
@@ -106,21 +101,20 @@ def main(argv=None) -> dict:
     cfg = load_config(a.config, ["train.steps=1000", "train.eval_every=0", f"train.threads={a.threads}",
                                  f"train.device={device}", *a.set])
     machine = B.machine_info(device)
-    times: dict[str, list[float]] = {m: [] for m in MODES}
+    times: dict[str, list[float]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="precision-") as run:
-            fn, batch, length = unit(a, cfg, device, Path(run) / "run")
+            fns, batch, length = units(a, cfg, device, Path(run) / "run")
+            times = {name: [] for name in fns}
             for _ in range(2):  # warm-up: allocator, thread pool, the kernels of every mode
-                for bf16, attn32 in MODES.values():
-                    precision.CPU_BF16_ATTENTION_IN_FP32 = attn32
-                    fn(bf16)
+                for fn in fns.values():
+                    fn()
             for r in range(a.rounds):
-                for name, (bf16, attn32) in MODES.items():
-                    precision.CPU_BF16_ATTENTION_IN_FP32 = attn32
+                for name, fn in fns.items():
                     for _ in range(a.steps):
                         B.sync(device)
                         t0 = time.perf_counter()
-                        fn(bf16)
+                        fn()
                         B.sync(device)
                         times[name].append(time.perf_counter() - t0)
                 B.log(f"round {r + 1}/{a.rounds}: " + ", ".join(
@@ -136,7 +130,7 @@ def main(argv=None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     B.write_json(out / f"{name}.json", res)
-    base = rows["fp32"]["tokens_per_s"]
+    first = next(iter(rows.values()))
     lines = [f"# {PARTS[a.part].capitalize()} by precision: `{Path(a.config).name}`", "",
              f"- command: `{machine['command']}`", f"- machine: {B.describe_machine(machine)}; load average at "
              f"start {machine.get('loadavg_1_5_15')}", f"- date: {machine['date']}; commit {machine['commit']}",
@@ -144,11 +138,11 @@ def main(argv=None) -> dict:
     if not res["native_bf16"]:
         lines += ["- **this device emulates bf16** (no AVX512-BF16/AMX): ldlm runs fp32 here, whatever "
                   "`train.bf16` says; the bf16 rows only show the emulation's cost", ""]
-    lines += ["| mode | s/unit (median) | IQR | tokens/s | vs fp32 |", "|---|---|---|---|---|"]
+    lines += ["| mode | s/unit (median) | IQR | tokens/s | vs the same pass in fp32 |", "|---|---|---|---|---|"]
     for n, row in rows.items():
         s = row["step_s"]
-        lines.append(f"| {n} | {s['median']:.3f} | {s['q1']:.3f}–{s['q3']:.3f} | {row['tokens_per_s']:.0f} | "
-                     f"{row['tokens_per_s'] / base:.2f}× |")
+        lines.append(f"| {n} | {s['median']:.4f} | {s['q1']:.4f}–{s['q3']:.4f} | {row['tokens_per_s']:.0f} | "
+                     f"{row['tokens_per_s'] / rows.get(n.replace('bf16', 'fp32'), first)['tokens_per_s']:.2f}× |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     B.log(f"written: {out / (name + '.json')}")
     return res

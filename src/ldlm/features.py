@@ -20,7 +20,7 @@ import torch
 from .cache import building, cache_root
 from .checkpoint import save_tensors, write_text_atomic
 from .frozen_lm import FrozenLM
-from .precision import autocast, compute_precision, native_bf16
+from .precision import autocast, native_bf16
 
 FORMAT = 2  # 2: an entry is a folder of parts, each a set of rows (1: one file, the whole split)
 
@@ -242,7 +242,8 @@ class CorpusFeatures:
             if want is not None and name == "train":
                 want = torch.cat([want, self.norm_rows])
             content = None if torch.is_tensor(split.ids) else f"{corpus.fingerprint}-{name}"
-            key = feature_key(lm_hash, lm.layer, split.ids, split.mask, content, compute_precision(device))
+            key = feature_key(lm_hash, lm.layer, split.ids, split.mask, content,
+                              "bf16" if native_bf16(device) else "fp32")
             self.stores[name] = cached_features(
                 lm, split.ids, split.mask, root, key, str(device), {"split": name, "corpus": data_cfg.corpus}, want)
 

