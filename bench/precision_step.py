@@ -61,11 +61,10 @@ def units(a, cfg, device, run: Path):
 
     if a.part == "train":
         from ldlm.trainer import Trainer
+        from speed import mid_run
 
         tr = Trainer(cfg, run, quiet=True)
-        tr.model.train()
-        tr.step = cfg.train.steps // 2
-        tr.model.step_logs = False
+        mid_run(tr)
 
         def step(bf16, attn32):
             tr.bf16, precision.CPU_BF16_ATTENTION_IN_FP32 = bf16, attn32

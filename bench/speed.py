@@ -154,13 +154,19 @@ def measure_sampling(algo, model, cfg, plan, device) -> list[dict]:
     return rows
 
 
+def mid_run(trainer) -> None:
+    """Put a fresh trainer mid-run: training mode, half-way through its schedule (the warmup weight and every
+    recipe path active), logs off as on the steps between log lines (no accuracy argmax)."""
+    trainer.model.train()
+    trainer.step = trainer.cfg.train.steps // 2
+    trainer.model.step_logs = False
+
+
 def measure_training(algo, trainer, plan, device) -> dict:
     """The trainer's own optimizer step (forward, backward, clip, AdamW, EMA), mid-run (the
     warmup weight and every recipe path active), on the config's batch."""
     cfg = trainer.cfg
-    trainer.model.train()
-    trainer.step = cfg.train.steps // 2
-    trainer.model.step_logs = False  # as on the steps between log lines (no accuracy argmax)
+    mid_run(trainer)
     B.reset_peak(device)
     base = B.current_mb(device)
 

@@ -71,7 +71,7 @@ class Attention(nn.Module):
             # the t new queries sit at the end of the s keys (a cached prefill, or a key mask besides)
             causal_mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
             mask = causal_mask if mask is None else mask & causal_mask
-        # fp32 on CPU under bf16 autocast: its bf16 kernel is ~9x slower there (precision.py)
+        # fp32 on CPU under bf16 autocast when trained: the bf16 backward kernel is the slow one (precision.py)
         y = sdpa(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, w))
 

@@ -63,15 +63,13 @@ def _upcast_here(q, k, v) -> bool:
             and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
 
 
-def _fp32(x):
-    return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-
-
 def sdpa(q, k, v, attn_mask=None, **kw) -> torch.Tensor:
     """`scaled_dot_product_attention`; in fp32 on CPU when its inputs are bf16 and autograd will differentiate it
     (the result cast back to bf16)."""
     if not _upcast_here(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **kw)
     with torch.autocast("cpu", enabled=False):  # autocast would cast the fp32 inputs straight back to bf16
-        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=_fp32(attn_mask), **kw)
+        if attn_mask is not None and attn_mask.is_floating_point():  # an additive mask must match the inputs' dtype
+            attn_mask = attn_mask.float()
+        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask, **kw)
     return y.to(q.dtype)
