@@ -70,8 +70,8 @@ def ldlm_step_flops(cfg, *, lm_layers: int, lm_hidden: int, lm_intermediate: int
     read_candidates: with recipe.softmax_negatives > 0, the sampled softmax's candidates of the token CE on
     the latent decoder's states / of the read loss (required then)."""
     m, dc, rc = cfg.model, cfg.data, cfg.recipe
-    if rc.two_stage > 0:
-        raise ValueError("the FLOP count assumes joint training (recipe.two_stage=0)")
+    if rc.two_stage > 0 or rc.denoiser_tail > 0:
+        raise ValueError("the FLOP count assumes joint training (recipe.two_stage=0, recipe.denoiser_tail=0)")
     B, q = step_rows(cfg, batch)
     L, N, d, D, V, M = dc.seq_len, m.latent_len, m.latent_dim, lm_hidden, vocab, m.mlp_ratio
     r = -(-L // N)

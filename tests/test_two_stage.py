@@ -1,13 +1,12 @@
 """Two-stage training (recipe.two_stage, TEncDM/COSMOS style): stage 1 trains the autoencoder alone,
-stage 2 the denoiser alone on frozen latents (fixed encoder, running latent statistics)."""
+stage 2 the denoiser alone on frozen latents (fixed encoder, running latent statistics); and a joint run
+that ends with stage 2 (recipe.denoiser_tail)."""
 import pytest
 import torch
 
 from ldlm.errors import UserError
 
 from conftest import micro_model_and_batch as _model_and_batch
-
-
 
 
 def _grads(model, batch, step):
@@ -64,3 +63,25 @@ def test_joint_training_is_unchanged_by_default(micro_cfg):
 def test_two_stage_share_is_validated(micro_cfg):
     with pytest.raises(UserError, match="two_stage"):
         micro_cfg("recipe.two_stage=1.0")
+
+
+def test_denoiser_tail_is_joint_until_the_last_share(micro_cfg):
+    # horizon 10, tail 0.3: steps 0-6 joint, 7-9 the denoiser alone on frozen latents
+    model, batch = _model_and_batch(micro_cfg, "recipe.denoiser_tail=0.3", "recipe.warmup_start=0",
+                                    "recipe.warmup_ramp=0")
+    assert [model.stage(s) for s in range(10)] == [0] * 7 + [2] * 3
+    got, logs = _grads(model, batch, step=6)
+    assert "stage" not in logs and all(got.values())
+    got, logs = _grads(model, batch, step=7)
+    assert logs["stage"] == 2 and "diff" in logs and "dec_ce" not in logs
+    assert got == {"encoder": False, "denoiser": True, "decoder": False, "readout": False}
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["recipe.denoiser_tail=1.0"], "denoiser_tail"),
+    (["recipe.denoiser_tail=-0.1"], "denoiser_tail"),
+    (["recipe.denoiser_tail=0.2", "recipe.two_stage=0.5"], "set one of them to 0"),
+])
+def test_denoiser_tail_is_validated(micro_cfg, overrides, match):
+    with pytest.raises(UserError, match=match):
+        micro_cfg(*overrides)

@@ -106,6 +106,9 @@ class RecipeConfig:
     dec_noise_std: float = 1.0  # gaussian: std of the noise added to the normalised latents (the paper: 3)
     dec_noise_max: float = 0.15  # schedule: s ~ U(0, s_max) in the diffusion's time units; 0 = clean
     two_stage: float = 0.0  # share of steps for stage 1 (autoencoder alone); then the denoiser alone on frozen latents; 0 = joint
+    # share of the last steps in which the autoencoder is frozen and the denoiser alone trains on its fixed latents
+    # (joint training, then two-stage's stage 2: the denoiser catches up with a latent space that stopped moving)
+    denoiser_tail: float = 0.0
     cond_prob: float = 0.0  # LDLM/TEncDM: share of sequences trained with a random prefix/suffix given (prompts, infilling); 0 = off (0.25 cost unconditional MAUVE at 500 steps: BENCHMARKS §5)
 
 
@@ -458,6 +461,11 @@ def validate(cfg: Config) -> None:
         raise UserError(f"sample.guidance={cfg.sample.guidance} must be >= 0 (0 = no guidance)")
     if not 0.0 <= cfg.recipe.two_stage < 1.0:
         raise UserError(f"recipe.two_stage={cfg.recipe.two_stage} must be in [0, 1) (0 = joint training)")
+    if not 0.0 <= cfg.recipe.denoiser_tail < 1.0:
+        raise UserError(f"recipe.denoiser_tail={cfg.recipe.denoiser_tail} must be in [0, 1) (0 = joint to the end)")
+    if cfg.recipe.two_stage > 0 and cfg.recipe.denoiser_tail > 0:
+        raise UserError("recipe.two_stage and recipe.denoiser_tail both set: two-stage training already ends with "
+                        "the denoiser alone; set one of them to 0")
 
 
 def save_config(cfg: Config, path: Path) -> None:

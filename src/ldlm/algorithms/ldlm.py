@@ -336,9 +336,7 @@ class LDLM(Algorithm):
     def loss(self, batch, step):
         rc = self.cfg.recipe
         ids, mask, h = batch["ids"], batch["mask"], batch["h"]
-        # two-stage (TEncDM/COSMOS): stage 1 trains the autoencoder alone (no diffusion loss), stage 2
-        # the denoiser alone on frozen latents
-        stage = 0 if rc.two_stage <= 0 else (1 if step < rc.two_stage * self.schedule_steps() else 2)
+        stage = self.stage(step)
         z0 = self.encode(h, mask, frozen=stage == 2)
         self._last_z0 = z0.detach()
         loss = torch.zeros((), device=ids.device)
@@ -354,6 +352,14 @@ class LDLM(Algorithm):
             logs.update(d_logs)
         logs["loss"] = loss.detach()
         return loss, logs
+
+    def stage(self, step: int) -> int:
+        """0: joint training; 1: the autoencoder alone (two-stage's first stage); 2: the denoiser alone on
+        frozen latents (two-stage's second stage, or the last `recipe.denoiser_tail` of a joint run)."""
+        rc, horizon = self.cfg.recipe, self.schedule_steps()
+        if rc.two_stage > 0:  # TEncDM/COSMOS
+            return 1 if step < rc.two_stage * horizon else 2
+        return 2 if rc.denoiser_tail > 0 and step >= (1.0 - rc.denoiser_tail) * horizon else 0
 
     def schedule_steps(self) -> int:
         """The step count that the recipe's warmup and two-stage boundaries are fractions of: the run's
