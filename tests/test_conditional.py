@@ -370,6 +370,10 @@ def test_cond_eval_cli_on_sampled_file(runs, random_lm, tmp_path, capsys):
     assert "at least 32" in r["rows"]["samples"]["unavailable"]["mauve"]
     assert "themselves" in r["rows"]["data"]["unavailable"]["mauve"]
     assert "sfx-PPL" in capsys.readouterr().out
+    # the prefix MAUVE is the unconditional protocol's: refused here, in one line, before anything is written
+    out.unlink()
+    assert main(["eval", str(s), "--eval-lm", random_lm, "--mauve-prefix-words", "5", "--out", str(out)]) != 0
+    assert "--mauve-prefix-words does not apply" in capsys.readouterr().err and not out.exists()
 
 
 def test_smollm2_swap_test_sees_real_conditioning():

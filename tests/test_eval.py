@@ -121,6 +121,27 @@ def test_eval_cli_txt_samples_with_reference_file(random_lm, passages, tmp_path,
     s, d = r["rows"]["samples"], r["rows"]["data"]
     assert s["num"] == d["num"] == 6 and s["gen_ppl"] > 1 and s["tokens_scored"] > 0
     assert s["mauve"] is None and "at least" in s["unavailable"]["mauve"]  # too few: a reason, not a number
+    assert "mauve_prefix" not in s  # only where asked for (--mauve-prefix-words)
+
+
+def test_mauve_prefix_leaves_the_endings_out(random_lm, passages):
+    """`prefix_words=K`: MAUVE over the first K words of samples and references. Samples that share set B's
+    first K words and end differently score exactly the data row's prefix MAUVE, not its whole-text MAUVE."""
+    from ldlm.evaluation import Evaluation, format_table
+
+    a, b = passages[:40], passages[40:80]
+    ev = Evaluation(random_lm, a, b, prefix_words=5, bf16=False, batch_size=40)
+    assert ev.settings["mauve_prefix_words"] == 5
+    samples = [" ".join(t.split()[:5]) + " , and so the lord , the lord , the lord" for t in b]
+    row, data = ev.evaluate(samples), ev.data_row()
+    assert data["mauve_prefix"] is not None and row["mauve_prefix"] == data["mauve_prefix"]
+    assert row["mauve"] != data["mauve"]
+    assert "MAUVEpre" in format_table({"samples": row, "data": data})
+    plain = Evaluation(random_lm, a, b, bf16=False, batch_size=40).evaluate(samples)  # off by default
+    assert "mauve_prefix" not in plain and plain["mauve"] == row["mauve"]
+    assert "MAUVEpre" not in format_table({"samples": plain})
+    with pytest.raises(UserError, match="mauve-prefix-words"):
+        Evaluation(None, a, b, prefix_words=-1)
 
 
 def test_eval_without_evaluator_reports_reasons(passages, tmp_path):
@@ -174,7 +195,7 @@ def test_unknown_evaluator_and_missing_checkpoint(tmp_path, capsys):
 def test_frontier_on_micro_checkpoint(micro_run, random_lm, tmp_path, capsys):
     out = tmp_path / "frontier"
     assert main(["frontier", "--ckpt", str(micro_run), "--steps", "2,4", "--noise-scale", "0.5", "--round-below",
-                 "0.3", "--num", "4", "--eval-lm", random_lm, "--out", str(out)]) == 0
+                 "0.3", "--num", "4", "--eval-lm", random_lm, "--mauve-prefix-words", "3", "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "frontier.csv")))
     assert [r["label"] for r in rows] == ["data", "S2 ns0.5 rb0.3", "S4 ns0.5 rb0.3"]
     assert all(float(r["gen_ppl"]) > 1 for r in rows) and float(rows[1]["sec_per_sample"]) > 0
@@ -183,6 +204,7 @@ def test_frontier_on_micro_checkpoint(micro_run, random_lm, tmp_path, capsys):
     assert len(rec) == 4 and rec[0]["steps"] == 4 and rec[0]["noise_scale"] == 0.5 and rec[0]["round_below"] == 0.3
     meta = json.loads((out / "frontier.json").read_text())
     assert meta["swept"] == ["steps", "noise_scale", "round_below"] and "round trip" in meta["settings"]["references"]
+    assert meta["settings"]["mauve_prefix_words"] == 3
 
 
 def test_frontier_over_several_sampling_seeds_reports_the_spread(micro_run, random_lm, tmp_path, capsys):

@@ -201,6 +201,9 @@ def run_cond_eval(args, records: list[dict]) -> dict:
     if getattr(args, "reference", None):
         raise UserError("--reference does not apply to conditional samples: their true continuations are in "
                         "the file (sample with --from); drop --reference")
+    if getattr(args, "mauve_prefix_words", 0):
+        raise UserError("--mauve-prefix-words does not apply to conditional samples (their MAUVE compares whole "
+                        "passages with the true ones); drop it")
     ev = make_evaluation(args.eval_lm, None, None, "", seed=args.seed, device=eval_device(args.device),
                          batch_size=args.batch_size, max_tokens=args.max_tokens, threads=args.threads)
     cond = CondEvaluation(ev.lm, args.seed, ev.no_lm_reason)

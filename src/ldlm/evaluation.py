@@ -92,9 +92,14 @@ def pick_references(pool: list[str], n: int, seed: int = 0) -> tuple[list[str], 
     return a, b
 
 
+def first_words(texts: list[str], k: int) -> list[str]:
+    """Each text cut to its first `k` words (whitespace-separated)."""
+    return [" ".join(t.split()[:k]) for t in texts]
+
+
 def cut_to_words(refs: list[str], max_words: int) -> list[str]:
     """Without a tokenizer to round-trip through, match length by cutting to the samples' longest."""
-    return [" ".join(r.split()[:max_words]) for r in refs]
+    return first_words(refs, max_words)
 
 
 # ---------------------------------------------------------------- scoring
@@ -104,9 +109,12 @@ class Evaluation:
     def __init__(self, eval_lm: str | None = "smollm2", references: list[str] | None = None,
                  references_b: list[str] | None = None, reference_note: str = "", seed: int = 0,
                  device: str = "cpu", batch_size: int = 16, max_tokens: int = 1024, threads: int = 0,
-                 bf16: bool | None = None, no_lm_reason: str = "no evaluator LM (--eval-lm none)"):
+                 bf16: bool | None = None, no_lm_reason: str = "no evaluator LM (--eval-lm none)",
+                 prefix_words: int = 0):
         from .evaluator import MAUVE_MIN_SAMPLES, load_evaluator, pick_threads
 
+        if prefix_words < 0:
+            raise UserError(f"--mauve-prefix-words {prefix_words}: give a number of words >= 1, or 0 for off")
         self.threads = pick_threads(threads)
         self.seed = seed
         self.lm = None
@@ -125,6 +133,15 @@ class Evaluation:
                                      "set = unique/all n-grams over the whole set",
                          "evaluator": self.lm.settings() if self.lm else None}
         self._ref_scored = self.lm.score(self.references, "scoring references") if self.lm and self.references else None
+        # MAUVE over the first `prefix_words` words of every text as well: last-token features make whole-text
+        # MAUVE mostly a verdict on how texts end (docs/design.md §8); the prefixes leave the endings out
+        self.prefix_words = prefix_words
+        self._ref_prefix_scored = None
+        if prefix_words > 0:
+            self.settings["mauve_prefix_words"] = prefix_words
+            if self._ref_scored is not None:
+                self._ref_prefix_scored = self.lm.score(first_words(self.references, prefix_words),
+                                                        f"scoring references' first {prefix_words} words")
 
     def _score(self, texts: list[str], desc: str, scored=None):
         """Text metrics plus gen-PPL/entropy (from `scored` if already scored); returns (row, Scored or None)."""
@@ -146,22 +163,34 @@ class Evaluation:
         row["truncated"] = s.truncated
         return row, s
 
-    def _mauve(self, row: dict, ref_scored, scored) -> None:
+    def _mauve(self, row: dict, ref_scored, scored, key: str = "mauve") -> None:
         from .evaluator import mauve_score
 
-        row["mauve"] = None
+        row[key] = None
         if scored is None:
             return  # no evaluator: reason already recorded
         if ref_scored is None:
-            row["unavailable"]["mauve"] = "no reference texts (pass --reference valid|PATH, or --ckpt)"
+            row["unavailable"][key] = "no reference texts (pass --reference valid|PATH, or --ckpt)"
             return
-        row["mauve"], reason = mauve_score(ref_scored.features, scored.features, seed=self.seed)
+        row[key], reason = mauve_score(ref_scored.features, scored.features, seed=self.seed)
         if reason:
-            row["unavailable"]["mauve"] = reason
+            row["unavailable"][key] = reason
+
+    def _mauve_prefix(self, row: dict, texts: list[str], desc: str) -> None:
+        k = self.prefix_words
+        if k <= 0:
+            return
+        if self.lm is None:
+            row["mauve_prefix"] = None
+            row["unavailable"]["mauve_prefix"] = self.no_lm_reason
+            return
+        self._mauve(row, self._ref_prefix_scored, self.lm.score(first_words(texts, k), f"{desc}, first {k} words"),
+                    "mauve_prefix")
 
     def evaluate(self, texts: list[str], desc: str = "scoring samples") -> dict:
         row, s = self._score(texts, desc)
         self._mauve(row, self._ref_scored, s)
+        self._mauve_prefix(row, texts, desc)
         return row
 
     def data_row(self) -> dict | None:
@@ -177,6 +206,7 @@ class Evaluation:
                                            f"passages, so no disjoint second set to compare")
         else:
             self._mauve(row, self._ref_scored, self.lm.score(self.references_b, "scoring references (set B)"))
+            self._mauve_prefix(row, self.references_b, "scoring references (set B)")
         return row
 
 
@@ -189,8 +219,10 @@ COLUMNS = [("gen_ppl", "gen-PPL", "{:.1f}"), ("entropy", "entropy", "{:.3f}"), (
 
 def format_table(rows: dict[str, dict | None], columns=None) -> str:
     """A fixed-width table, one line per row, with reasons for every missing number below it."""
-    columns = columns or COLUMNS
     rows = {k: v for k, v in rows.items() if v is not None}
+    if columns is None:  # MAUVE over the texts' first words only where it was asked for
+        prefix = any("mauve_prefix" in r for r in rows.values())
+        columns = COLUMNS[:3] + ([("mauve_prefix", "MAUVEpre", "{:.3f}")] if prefix else []) + COLUMNS[3:]
     w = max(8, *(len(k) for k in rows))
     lines = [" " * w + "".join(f"{h:>9}" for _, h, _ in columns)]
     notes = []
@@ -268,7 +300,8 @@ def run_eval(args) -> dict:
     reference = args.reference or ("valid" if cfg is not None else None)
     refs, refs_b, note = build_references(reference, cfg, len(texts), texts, args.seed)
     ev = make_evaluation(args.eval_lm, refs, refs_b, note, seed=args.seed, device=eval_device(args.device),
-                         batch_size=args.batch_size, max_tokens=args.max_tokens, threads=args.threads)
+                         batch_size=args.batch_size, max_tokens=args.max_tokens, threads=args.threads,
+                         prefix_words=args.mauve_prefix_words)
     rows = {"samples": ev.evaluate(texts), "data": ev.data_row()}
     result = {"protocol": PROTOCOL, "samples_file": str(args.samples), "sample_settings": meta,
               "settings": ev.settings, "rows": rows}
@@ -310,3 +343,7 @@ def add_eval_arguments(p, with_reference: bool = True) -> None:
     p.add_argument("--max-tokens", type=int, default=1024, help="evaluator tokens per text (longer ones are cut)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores this process may use)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--mauve-prefix-words", type=int, default=0, metavar="K",
+                   help="also report MAUVE over every text's first K words, samples and references alike "
+                   "('mauve_prefix'): whole-text MAUVE reads the last token, so it mostly judges how texts end "
+                   "(0 = off, the default)")

@@ -23,7 +23,7 @@ SWEEPABLE = {"steps": (int, "S"), "noise_scale": (float, "ns"), "decode_temperat
              "round_below": (float, "rb"), "round_temperature": (float, "rT"), "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
 CSV_METRICS = ["gen_ppl", "entropy", "mauve", "distinct1_set", "distinct2_set", "distinct3_set",
                "distinct1_within", "distinct2_within", "distinct3_within", "rep4", "mean_words", "mean_tokens",
-               "tokens_scored", "num", "unique_texts"]
+               "tokens_scored", "num", "unique_texts", "mauve_prefix"]
 
 
 def parse_list(text: str, typ: type, flag: str) -> list:
@@ -62,7 +62,7 @@ def label_of(setting: dict, seed: int | None = None) -> str:
     return " ".join([f"{SWEEPABLE[k][1]}{v}" for k, v in setting.items()] + ([f"seed{seed}"] if seed is not None else []))
 
 
-SPREAD_METRICS = ("gen_ppl", "entropy", "mauve", "distinct2_set")
+SPREAD_METRICS = ("gen_ppl", "entropy", "mauve", "distinct2_set", "mauve_prefix")  # the last if asked for
 
 
 def seed_spread(rows: list[dict], keys: list[str]) -> list[dict]:
@@ -87,11 +87,12 @@ def seed_spread(rows: list[dict], keys: list[str]) -> list[dict]:
 
 
 def format_spread(spread: list[dict]) -> str:
-    head = "| setting | seeds | " + " | ".join(SPREAD_METRICS) + " |"
-    lines = [head, "|" + "---|" * (2 + len(SPREAD_METRICS))]
+    metrics = [m for m in SPREAD_METRICS if m != "mauve_prefix" or any(m in r for r in spread)]
+    head = "| setting | seeds | " + " | ".join(metrics) + " |"
+    lines = [head, "|" + "---|" * (2 + len(metrics))]
     for r in spread:
         cells = [f"{r[m]['mean']:.3f} ± {r[m]['std']:.3f} ({r[m]['min']:.3f}–{r[m]['max']:.3f})" if m in r else ""
-                 for m in SPREAD_METRICS]
+                 for m in metrics]
         lines.append(f"| {r['label']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -163,7 +164,8 @@ def run_frontier(args) -> list[dict]:
     device = str(next(model.parameters()).device)
     refs, refs_b, note = build_references(args.reference or "valid", model.cfg, args.num, [], args.seed)
     ev = make_evaluation(args.eval_lm, refs, refs_b, note, seed=args.seed, device=device,
-                         batch_size=args.batch_size, max_tokens=args.max_tokens, threads=args.threads)
+                         batch_size=args.batch_size, max_tokens=args.max_tokens, threads=args.threads,
+                         prefix_words=args.mauve_prefix_words)
     rows = [{"label": "data", **(ev.data_row() or {})}]
     meta = {"protocol": PROTOCOL, "checkpoint": model.checkpoint, "algo": model.cfg.algo, "num": args.num,
             "sample_seed": seeds if len(seeds) > 1 else seeds[0], "swept": keys, "settings": ev.settings}
