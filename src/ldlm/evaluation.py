@@ -134,7 +134,7 @@ class Evaluation:
                          "evaluator": self.lm.settings() if self.lm else None}
         self._ref_scored = self.lm.score(self.references, "scoring references") if self.lm and self.references else None
         # MAUVE over the first `prefix_words` words of every text as well: last-token features make whole-text
-        # MAUVE mostly a verdict on how texts end (docs/design.md §8); the prefixes leave the endings out
+        # MAUVE weigh how texts end heavily (docs/design.md §8); the prefixes leave the endings out
         self.prefix_words = prefix_words
         self._ref_prefix_scored = None
         if prefix_words > 0:
@@ -345,5 +345,5 @@ def add_eval_arguments(p, with_reference: bool = True) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--mauve-prefix-words", type=int, default=0, metavar="K",
                    help="also report MAUVE over every text's first K words, samples and references alike "
-                   "('mauve_prefix'): whole-text MAUVE reads the last token, so it mostly judges how texts end "
+                   "('mauve_prefix'): whole-text MAUVE reads the last token, so it weighs how texts end heavily "
                    "(0 = off, the default)")
