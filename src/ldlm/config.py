@@ -107,7 +107,8 @@ class RecipeConfig:
     dec_noise_max: float = 0.15  # schedule: s ~ U(0, s_max) in the diffusion's time units; 0 = clean
     two_stage: float = 0.0  # share of steps for stage 1 (autoencoder alone); then the denoiser alone on frozen latents; 0 = joint
     # share of the last steps in which the autoencoder is frozen and the denoiser alone trains on its fixed latents
-    # (joint training, then two-stage's stage 2: the denoiser catches up with a latent space that stopped moving)
+    # (joint training, then two-stage's stage 2); at the demo config the denoiser's held-out error did not fall any
+    # further and the samples were no better (bench/results/denoiser-tail-s18/), so 0
     denoiser_tail: float = 0.0
     cond_prob: float = 0.0  # LDLM/TEncDM: share of sequences trained with a random prefix/suffix given (prompts, infilling); 0 = off (0.25 cost unconditional MAUVE at 500 steps: BENCHMARKS §5)
 
