@@ -15,7 +15,7 @@ import re
 import sys
 
 from ldlm.config import load_config
-from ldlm.evaluation import build_references
+from ldlm.evaluation import build_references, first_words
 from ldlm.evaluator import SMOLLM2, gen_ppl, load_evaluator, mauve_score
 
 K = 20  # words kept when the endings are taken out
@@ -30,16 +30,12 @@ def drop_words(texts, seed=0):
     return [" ".join(t.split()[: max(1, len(t.split()) - rng.randint(1, 3))]) for t in texts]
 
 
-def first_words(texts, k=K):
-    return [" ".join(t.split()[:k]) for t in texts]
-
-
 def main(out, sample_files):
     cfg = load_config("configs/tiny.yaml")
     a, b, _ = build_references("valid", cfg, 256, [], 0)
     lm = load_evaluator(SMOLLM2, "cpu", None)
     ref = lm.score(a, "refs A")
-    ref_k = lm.score(first_words(a), f"refs A, first {K} words")
+    ref_k = lm.score(first_words(a, K), f"refs A, first {K} words")
     sets = {"data (set B)": b, "set B, end mark removed": [no_end_mark(t) for t in b],
             "set B, last 1-3 words dropped": drop_words(b)}
     for f in sample_files:
@@ -47,7 +43,7 @@ def main(out, sample_files):
     rows = []
     for name, texts in sets.items():
         s = lm.score(texts, name)
-        s_k = lm.score(first_words(texts), name + f", first {K} words")
+        s_k = lm.score(first_words(texts, K), name + f", first {K} words")
         ends = sum(bool(re.search(r"[.,;:!?]$", t.strip())) for t in texts) / len(texts)
         row = {"set": name, "n": len(texts), "ends_with_mark": round(ends, 3),
                "mauve": mauve_score(ref.features, s.features, seed=0)[0], "gen_ppl": gen_ppl(s)[0],
