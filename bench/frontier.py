@@ -7,7 +7,8 @@
 
 Each model is swept over its own full knob set, as a grid (cartesian product): LDLM steps x noise
 scale x decode temperature x rounding time (`sample.round_below`) x the rounding readout's temperature
-(`sample.round_temperature`; TEncDM, on LDLM's sampler, the same); MDLM
+(`sample.round_temperature`; TEncDM, on LDLM's sampler, the same); the readout's contrast and end mass
+(`sample.readout_contrast`, `sample.stop_mass`) only when given (--ldlm-contrast, --ldlm-stop-mass); MDLM
 steps x temperature x top-p; AR temperature x top-p. The default
 grids give each model 24 points (AR, with no steps knob, gets more values of each of its two), so
 no model's frontier is drawn from a narrower search. Every point is scored with the same evaluator
@@ -58,28 +59,35 @@ import benchlib as B  # noqa: E402
 # with the first knob varying fastest (points along steps, or along temperature for AR, form one curve)
 KNOBS = {"ldlm": [("steps", "ldlm_steps", int), ("noise_scale", "ldlm_noise", float),
                   ("decode_temperature", "ldlm_decode_temps", float), ("round_below", "ldlm_round", float),
-                  ("round_temperature", "ldlm_round_temps", float)],
+                  ("round_temperature", "ldlm_round_temps", float), ("readout_contrast", "ldlm_contrast", float),
+                  ("stop_mass", "ldlm_stop_mass", float)],
          "mdlm": [("steps", "mdlm_steps", int), ("temperature", "mdlm_temps", float), ("top_p", "mdlm_top_p", float)],
          "ar": [("temperature", "ar_temps", float), ("top_p", "ar_top_p", float)],
          # TEncDM samples with LDLM's sampler, so it gets LDLM's knobs (its own lists, LDLM's defaults)
          "tencdm": [("steps", "tencdm_steps", int), ("noise_scale", "tencdm_noise", float),
                     ("decode_temperature", "tencdm_decode_temps", float), ("round_below", "tencdm_round", float),
-                    ("round_temperature", "tencdm_round_temps", float)]}
+                    ("round_temperature", "tencdm_round_temps", float), ("readout_contrast", "tencdm_contrast", float),
+                    ("stop_mass", "tencdm_stop_mass", float)]}
 BASELINES = ("ar", "tencdm")  # compared with LDLM point against point (no steps-crossing interpolation)
 FULL = {"ldlm_steps": "10,25", "ldlm_noise": "0.9,1.2", "ldlm_decode_temps": "0,0.7", "ldlm_round": "0,0.1",
-        "ldlm_round_temps": "0,1.0",
+        "ldlm_round_temps": "0,1.0", "ldlm_contrast": "", "ldlm_stop_mass": "",
         "mdlm_steps": "16,64,256,1024", "mdlm_temps": "0.8,0.9,1.0", "mdlm_top_p": "0.9,1.0",
         "ar_temps": "0.6,0.7,0.8,0.9,1.0,1.1", "ar_top_p": "0.8,0.9,0.95,1.0", "num": 256,
         "timing_repeats": 5, "timing_num": 64}
-QUICK = {"ldlm_steps": "5,10", "ldlm_noise": "1.0", "ldlm_decode_temps": "0,1.0", "ldlm_round": "0", "ldlm_round_temps": "0", "mdlm_steps": "4,16",
+QUICK = {"ldlm_steps": "5,10", "ldlm_noise": "1.0", "ldlm_decode_temps": "0,1.0", "ldlm_round": "0", "ldlm_round_temps": "0",
+         "ldlm_contrast": "", "ldlm_stop_mass": "", "mdlm_steps": "4,16",
          "mdlm_temps": "1.0", "mdlm_top_p": "0.9,1.0", "ar_temps": "0.8,1.0", "ar_top_p": "0.9,1.0", "num": 32,
          "timing_repeats": 2, "timing_num": 8}
 for _grid in (FULL, QUICK):  # TEncDM's default lists are LDLM's
     _grid.update({"tencdm" + k[4:]: v for k, v in list(_grid.items()) if k.startswith("ldlm_")})
-KEYS = ["steps", "noise_scale", "decode_temperature", "round_below", "round_temperature", "temperature", "top_p"]
+KEYS = ["steps", "noise_scale", "decode_temperature", "round_below", "round_temperature", "readout_contrast", "stop_mass",
+        "temperature", "top_p"]
 SHORT = {"steps": "S", "noise_scale": "ns", "decode_temperature": "dT", "round_below": "rb", "round_temperature": "rT",
-         "temperature": "T", "top_p": "p"}
-OFF = {"round_below": 0.0, "round_temperature": 0.0}  # a knob at this value is left out of the label (labels from before the knob still match)
+         "readout_contrast": "ct", "stop_mass": "sm", "temperature": "T", "top_p": "p"}
+# opt-in knobs: swept only when given a list (default: the checkpoint's own setting), so the default grids, sized
+# for equal breadth across models, are unchanged
+OPT_IN = {"readout_contrast", "stop_mass"}
+OFF = {"round_below": 0.0, "round_temperature": 0.0, "readout_contrast": 0.0, "stop_mass": 0.0}  # a knob at this value is left out of the label (labels from before the knob still match)
 
 
 def parse_args(argv=None):
@@ -126,7 +134,7 @@ def floats(text):
 
 def grid(algo: str, a) -> list[dict]:
     """Every combination of the model's knob values (KNOBS), the first knob varying fastest."""
-    knobs = KNOBS[algo]
+    knobs = [k for k in KNOBS[algo] if k[0] not in OPT_IN or floats(getattr(a, k[1]))]
     lists = []
     for key, arg, typ in knobs:
         values = [typ(v) for v in floats(getattr(a, arg))]
@@ -441,17 +449,17 @@ def seed_mean(rows: list[dict]) -> dict:
     the seeds."""
     import statistics
 
-    from ldlm.frontier import SPREAD_METRICS
+    from ldlm.frontier import SPREAD_METRICS, metric_spread
 
     out = {k: v for k, v in rows[0].items() if k != "sample_seed"}
     for k in out:
         vals = [r.get(k) for r in rows]
         if k not in KEYS and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
             out[k] = statistics.fmean(vals)
-    for k in SPREAD_METRICS:
-        vals = [r[k] for r in rows if r.get(k) is not None]
-        if len(vals) > 1:
-            out[f"{k}_std"] = statistics.stdev(vals)
+    for k in SPREAD_METRICS:  # the same statistics as `ldlm frontier`'s seed_spread, flattened into the point's row
+        spread = metric_spread(rows, k)
+        if spread is not None and sum(r.get(k) is not None for r in rows) > 1:
+            out[f"{k}_std"] = spread["std"]
     out["sample_seeds"] = [r["sample_seed"] for r in rows]
     return out
 

@@ -74,3 +74,17 @@ def micro_model_and_batch(micro_cfg, *overrides, b=6):
     mask = torch.ones(b, L, dtype=torch.bool)
     mask[0, L // 2:] = False
     return model, {"ids": ids, "mask": mask, "h": torch.randn(b, L, D)}
+
+
+def train_micro_run(d, max_passages: int = 60, threads: int = 1):
+    """`ldlm train` of the micro LDLM for 2 steps into d/'run' (its feature cache in d/'cache'): garbage samples,
+    a real checkpoint. Returns the run folder."""
+    from pathlib import Path
+
+    from ldlm.cli import main
+
+    d = Path(d)
+    assert main(["train", "--config", os.path.join(ROOT, "configs", "micro.yaml"), "--out", str(d / "run"), "--quiet",
+                 "train.steps=2", "train.batch_size=4", "train.eval_every=0", f"train.threads={threads}",
+                 f"data.cache_dir={d / 'cache'}", f"data.max_passages={max_passages}"]) == 0
+    return d / "run"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_micro_run
 
 from ldlm import metrics as M
 from ldlm.cli import main
@@ -36,11 +37,7 @@ def passages():
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory) -> Path:
     """A micro LDLM trained for 2 steps (garbage samples, a real checkpoint)."""
-    d = tmp_path_factory.mktemp("micro")
-    assert main(["train", "--config", str(ROOT / "configs" / "micro.yaml"), "--out", str(d / "run"), "--quiet",
-                 "train.steps=2", "train.batch_size=4", "train.eval_every=0", "train.threads=2",
-                 f"data.cache_dir={d / 'cache'}", "data.max_passages=40"]) == 0
-    return d / "run"
+    return train_micro_run(tmp_path_factory.mktemp("micro"), max_passages=40, threads=2)
 
 
 # ---------------------------------------------------------------- pure metrics

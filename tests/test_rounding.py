@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import train_micro_run
+
 from ldlm import conditioning as C
 from ldlm.algorithms import build
 from ldlm.algorithms.ldlm import RoundedDenoiser, cut_after_end
@@ -122,10 +124,7 @@ def test_rounding_keeps_a_condition_clamped_and_its_tokens(tok):
 
 
 def test_sample_flag_is_checked_and_recorded(tok, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(ROOT / "configs" / "micro.yaml"), "--out", str(run), "--quiet",
-                 "train.steps=2", "train.batch_size=4", "train.eval_every=0", "train.threads=1",
-                 f"data.cache_dir={tmp_path / 'cache'}", "data.max_passages=60"]) == 0
+    run = train_micro_run(tmp_path)
     out = tmp_path / "s.jsonl"
     assert main(["sample", "--ckpt", str(run), "--num", "2", "--steps", "3", "--round-below", "0.5",
                  "--round-temperature", "0.7", "--out", str(out)]) == 0

@@ -170,6 +170,12 @@ class SampleConfig:
     # so the sampler goes on from the latent of a real token sequence (Diffusion-LM's rounding); 0 = never
     round_below: float = 0.0
     round_temperature: float = 0.0  # LDLM/TEncDM: token temperature of that readout (0 = argmax; > 0 samples it)
+    # LDLM/TEncDM token readout (final and rounding): score log p(token | z) - c * log p(token | z = 0), the decoder's
+    # output for the mean latent standing in for the tokens it writes whatever the latent; 0 = plain log p
+    readout_contrast: float = 0.0
+    # LDLM/TEncDM: a position reads as the passage's end when [SEP] and [PAD] together hold at least this probability
+    # (the word, if not, is the best of the other tokens); 0 = the end is whichever token wins alone
+    stop_mass: float = 0.0
     top_p: float = 1.0  # nucleus sampling for the baselines
     guidance: float = 0.0  # LDLM/TEncDM with a prompt: classifier-free guidance weight w (0 = none; trained by recipe.cond_prob)
     cache: bool = True  # MDLM: reuse the network output of rows that did not change in the previous step
@@ -220,7 +226,8 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     "model.mask_eps": ("mdlm",),
     "sample.steps": (*_CONTINUOUS, "mdlm"),
     **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid", "guidance",
-                                            "round_below", "round_temperature")},
+                                            "round_below", "round_temperature",
+                                            "readout_contrast", "stop_mass")},
     "sample.temperature": _BASELINES,
     "sample.top_p": _BASELINES,
     "sample.cache": ("mdlm",),

@@ -20,7 +20,8 @@ from .errors import UserError
 
 # sampling setting -> (type, short name used in labels and file names)
 SWEEPABLE = {"steps": (int, "S"), "noise_scale": (float, "ns"), "decode_temperature": (float, "dT"),
-             "round_below": (float, "rb"), "round_temperature": (float, "rT"), "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
+             "round_below": (float, "rb"), "round_temperature": (float, "rT"),
+             "readout_contrast": (float, "ct"), "stop_mass": (float, "sm"), "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
 CSV_METRICS = ["gen_ppl", "entropy", "mauve", "distinct1_set", "distinct2_set", "distinct3_set",
                "distinct1_within", "distinct2_within", "distinct3_within", "rep4", "mean_words", "mean_tokens",
                "tokens_scored", "num", "unique_texts", "mauve_prefix"]
@@ -53,7 +54,7 @@ def sweep_grid(args) -> list[dict]:
              for k, (typ, _) in SWEEPABLE.items() if getattr(args, k, None)}
     if not lists:
         raise UserError("give at least one list to sweep: --steps, --noise-scale, --decode-temperature, --round-below, "
-                        "--round-temperature, --temperature, --top-p or --solver")
+                        "--round-temperature, --readout-contrast, --stop-mass, --temperature, --top-p or --solver")
     return drop_inert([dict(zip(lists, combo)) for combo in itertools.product(*lists.values())])
 
 
@@ -65,10 +66,19 @@ def label_of(setting: dict, seed: int | None = None) -> str:
 SPREAD_METRICS = ("gen_ppl", "entropy", "mauve", "distinct2_set", "mauve_prefix")  # the last if asked for
 
 
-def seed_spread(rows: list[dict], keys: list[str]) -> list[dict]:
-    """Per setting sampled at several seeds: each metric's mean, sample std and range over the seeds."""
+def metric_spread(rows: list[dict], metric: str) -> dict | None:
+    """A metric over the draws of one setting (`rows`, one per sampling seed): mean, sample std (0 for one draw),
+    min and max; None where no row has it. Both frontier tools report a setting's spread through this."""
     import statistics
 
+    v = [r[metric] for r in rows if r.get(metric) is not None]
+    if not v:
+        return None
+    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "min": min(v), "max": max(v)}
+
+
+def seed_spread(rows: list[dict], keys: list[str]) -> list[dict]:
+    """Per setting sampled at several seeds: each metric's mean, sample std and range over the seeds."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["label"] != "data":
@@ -78,10 +88,8 @@ def seed_spread(rows: list[dict], keys: list[str]) -> list[dict]:
         setting = dict(zip(keys, combo))
         row = {"label": label_of(setting), **setting, "seeds": [r["sample_seed"] for r in rs]}
         for m in SPREAD_METRICS:
-            v = [r[m] for r in rs if r.get(m) is not None]
-            if v:
-                row[m] = {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-                          "min": min(v), "max": max(v)}
+            if (spread := metric_spread(rs, m)) is not None:
+                row[m] = spread
         out.append(row)
     return out
 

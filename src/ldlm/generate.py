@@ -81,6 +81,10 @@ def sample_settings(model: Algorithm, **overrides) -> SampleConfig:
         raise UserError(f"--round-below must be in [0, 1] (a time of the reverse process; 0 = never), got {sc.round_below}")
     if sc.round_temperature < 0:
         raise UserError(f"--round-temperature must be >= 0 (0 = argmax), got {sc.round_temperature}")
+    if sc.readout_contrast < 0:
+        raise UserError(f"--readout-contrast must be >= 0 (0 = plain readout), got {sc.readout_contrast}")
+    if not 0.0 <= sc.stop_mass <= 1.0:
+        raise UserError(f"--stop-mass must be in [0, 1] (0 = plain argmax end), got {sc.stop_mass}")
     if sc.guidance < 0:
         raise UserError(f"--guidance must be >= 0 (0 = no guidance), got {sc.guidance}")
     for k in ("solver", "grid"):

@@ -101,15 +101,15 @@ class RoundedDenoiser:
     if any, stay clamped. Costs a latent-decoder, readout, frozen-LM and encoder pass per rounded step."""
 
     def __init__(self, model: "LDLM", denoiser, below: float, given: Given | None = None,
-                 temperature: float = 0.0, generator: torch.Generator | None = None):
+                 temperature: float = 0.0, generator: torch.Generator | None = None, **readout):
         self.model, self.denoiser, self.below, self.given = model, denoiser, below, given
-        self.temperature, self.generator = temperature, generator
+        self.temperature, self.generator, self.readout = temperature, generator, readout
 
     def __call__(self, z, t, z_sc=None):
         z0 = self.denoiser(z, t, z_sc).float()
         if float(t.max()) >= self.below:
             return z0
-        z0r = self.model.round_latents(z0, self.given, self.temperature, self.generator)
+        z0r = self.model.round_latents(z0, self.given, self.temperature, self.generator, **self.readout)
         return self.denoiser.clamp(z0r) if isinstance(self.denoiser, ClampedDenoiser) else z0r
 
 
@@ -431,13 +431,38 @@ class LDLM(Algorithm):
 
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
-    def decode_latents(self, z0: torch.Tensor, temperature: float = 0.0,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+    def decode_latents(self, z0: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None,
+                       contrast: float = 0.0, stop_mass: float = 0.0) -> torch.Tensor:
+        """Token ids [B, L] of latents z0: argmax of the readout, or sampled at `temperature` > 0.
+
+        `contrast` c > 0 scores log p(token | z0) - c log p(token | 0), the second term being what the decoder
+        writes for the mean latent (the normalised latents' centre), so tokens it writes for any latent lose
+        ground to the ones this latent asks for (a PMI readout; the end tokens are not penalised). `stop_mass` m > 0
+        decides the end apart from the word: a position is [SEP] when [SEP] and [PAD] together hold probability
+        >= m, else the best (or a sampled) other token -- with argmax over the whole vocabulary one end token
+        wins against many words that share the rest of the mass."""
         logits = self.token_logits(self.decoder(z0).float())
+        if contrast <= 0 and stop_mass <= 0:
+            score = logits
+        else:
+            logp = torch.log_softmax(logits, -1)
+            stop = self.readout.to_local(torch.tensor([self.tokenizer.sep_token_id, self.tokenizer.pad_token_id],
+                                                      device=logits.device))
+            score = logp.clone()
+            if contrast > 0:
+                prior = torch.log_softmax(self.token_logits(self.decoder(torch.zeros_like(z0[:1])).float()), -1)
+                prior[..., stop] = 0.0
+                score = score - contrast * prior
+            if stop_mass > 0:
+                score[..., stop] = float("-inf")
         if temperature <= 0:
-            return self.readout.to_global(logits.argmax(-1))
-        probs = torch.softmax(logits / temperature, -1).flatten(0, 1)
-        local = torch.multinomial(probs.cpu(), 1, generator=generator).view(logits.shape[:2]).to(z0.device)
+            local = score.argmax(-1)
+        else:
+            probs = torch.softmax(score / temperature, -1).flatten(0, 1)
+            local = torch.multinomial(probs.cpu(), 1, generator=generator).view(score.shape[:2]).to(z0.device)
+        if stop_mass > 0:
+            ends = logp[..., stop].exp().sum(-1) >= stop_mass
+            local = torch.where(ends, stop[0], local)
         return self.readout.to_global(local)
 
     @torch.no_grad()
@@ -448,11 +473,11 @@ class LDLM(Algorithm):
 
     @torch.no_grad()
     def round_latents(self, z0: torch.Tensor, given: Given | None = None, temperature: float = 0.0,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, **readout) -> torch.Tensor:
         """The latents of the text that `z0` reads out as: argmax tokens, or tokens sampled at `temperature` > 0
         (a condition's own tokens where it gives them), cut after the first [SEP] past the condition, through the
-        frozen LM and the encoder again."""
-        ids = self.decode_latents(z0, temperature, generator)
+        frozen LM and the encoder again. `readout`: `decode_latents`'s contrast and stop_mass."""
+        ids = self.decode_latents(z0, temperature, generator, **readout)
         last_given = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
         if given is not None:
             ids = torch.where(given.mask, given.ids, ids)
@@ -468,11 +493,12 @@ class LDLM(Algorithm):
         if given is not None:
             given = given.to(device)
             den = ClampedDenoiser(self.denoiser, *self.condition_latents(given), guidance=sc.guidance)
+        readout = {"contrast": sc.readout_contrast, "stop_mass": sc.stop_mass}
         if sc.round_below > 0:
-            den = RoundedDenoiser(self, den, sc.round_below, given, sc.round_temperature, generator)
+            den = RoundedDenoiser(self, den, sc.round_below, given, sc.round_temperature, generator, **readout)
         z0 = reverse_diffusion(den, self.schedule, (num, *self.latent_shape()), sc.steps,
                                sc.solver, sc.noise_scale, generator, device, grid=sc.grid, callback=callback)
-        ids = self.decode_latents(z0, sc.decode_temperature, generator)
+        ids = self.decode_latents(z0, sc.decode_temperature, generator, **readout)
         return ids if given is None else torch.where(given.mask, given.ids, ids)
 
     def trajectory_ids(self, state):
