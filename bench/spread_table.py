@@ -5,6 +5,9 @@
 
 Each row is one sampling setting (label) the sweeps share; each sweep's cells are the mean ± sample std over its
 seeds of gen-PPL, entropy and MAUVE, and the mean set distinct-2. Prints markdown.
+
+With --stack, every setting of every sweep gets its own row instead (sweeps whose settings differ, e.g. a new knob
+against the reference), with the first-K-words MAUVE (`mauve_prefix`) where a sweep has it.
 """
 from __future__ import annotations
 
@@ -37,9 +40,22 @@ def table(sweeps: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def stacked(sweeps: dict[str, dict[str, dict]]) -> str:
+    """One row per (sweep, setting), in the order given."""
+    lines = ["| sweep | setting | gen-PPL | entropy | MAUVE | MAUVE, first K words | distinct-2 |", "|" + "---|" * 7]
+    for name, s in sweeps.items():
+        for lab, r in s.items():
+            pre = r.get("mauve_prefix")
+            c = cell(r)
+            lines.append(f"| {name} | {lab} | " + " | ".join(c[:3] + [f"{pre['mean']:.3f} ± {pre['std']:.3f}" if pre else ""]
+                                                           + c[3:]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweeps", nargs="+", help="NAME=path/to/frontier.json (two or more sampling seeds each)")
+    p.add_argument("--stack", action="store_true", help="a row per setting of every sweep, not only shared ones")
     a = p.parse_args(argv)
     sweeps = {}
     for item in a.sweeps:
@@ -47,7 +63,7 @@ def main(argv=None) -> str:
         if not sep:
             p.error(f"{item!r}: give NAME=path/to/frontier.json")
         sweeps[name] = spread(Path(path))
-    out = table(sweeps)
+    out = stacked(sweeps) if a.stack else table(sweeps)
     print(out)
     return out
 

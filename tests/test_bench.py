@@ -737,6 +737,9 @@ def test_spread_table_puts_the_shared_settings_side_by_side(tmp_path):
     out = spread_table.main([sweep("a.json", ["ns1.0", "ns1.2"], 500.0), sweep("b.json", ["ns1.2", "ns1.4"], 600.0)])
     lines = out.splitlines()
     assert len(lines) == 3 and lines[2].startswith("| ns1.2 | 500.0 ± 1.5 | 3.100 | 0.500 ± 0.100 | 0.350 | 600.0 ± 1.5")
+    stacked = spread_table.main(["--stack", sweep("a.json", ["ns1.0", "ns1.2"], 500.0),
+                                 sweep("b.json", ["ns1.2", "ns1.4"], 600.0)]).splitlines()
+    assert len(stacked) == 6 and stacked[5].startswith("| b.json | ns1.4 | 600.0 ± 1.5 | 3.100 | 0.500 ± 0.100 |  | 0.350")
     (tmp_path / "one.json").write_text(json.dumps({"rows": []}))  # a one-seed sweep has no spread: an error
     with pytest.raises(SystemExit, match="no seed_spread"):
         spread_table.main([f"x={tmp_path / 'one.json'}"])
