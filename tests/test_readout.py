@@ -38,7 +38,7 @@ def local_ids(model, *global_ids):
 def fixed_logits(model, monkeypatch, probs_by_position: list[dict[int, float]]):
     """Make the readout return these probabilities (local id -> p; the rest of the mass spread evenly) at each
     position of every row, whatever the latent."""
-    n_vocab = int(model.token_logits(model.decoder(torch.zeros(1, *model.latent_shape()))).shape[-1])
+    n_vocab = model.readout.vocab_ids().numel()
     L = model.cfg.data.seq_len
     p = torch.full((L, n_vocab), 1e-9)
     for i, row in enumerate(probs_by_position):

@@ -441,27 +441,24 @@ class LDLM(Algorithm):
         decides the end apart from the word: a position is [SEP] when [SEP] and [PAD] together hold probability
         >= m, else the best (or a sampled) other token -- with argmax over the whole vocabulary one end token
         wins against many words that share the rest of the mass."""
-        logits = self.token_logits(self.decoder(z0).float())
-        if contrast <= 0 and stop_mass <= 0:
-            score = logits
-        else:
-            logp = torch.log_softmax(logits, -1)
+        score = self.token_logits(self.decoder(z0).float())
+        ends = None
+        if contrast > 0 or stop_mass > 0:
+            score = torch.log_softmax(score, -1)
             stop = self.readout.to_local(torch.tensor([self.tokenizer.sep_token_id, self.tokenizer.pad_token_id],
-                                                      device=logits.device))
-            score = logp.clone()
+                                                      device=score.device))
+            if stop_mass > 0:  # decided on the plain probabilities, before the word is chosen
+                ends = score[..., stop].exp().sum(-1) >= stop_mass
+                score = score.index_fill(-1, stop, float("-inf"))
             if contrast > 0:
                 prior = torch.log_softmax(self.token_logits(self.decoder(torch.zeros_like(z0[:1])).float()), -1)
-                prior[..., stop] = 0.0
-                score = score - contrast * prior
-            if stop_mass > 0:
-                score[..., stop] = float("-inf")
+                score = score - contrast * prior.index_fill(-1, stop, 0.0)
         if temperature <= 0:
             local = score.argmax(-1)
         else:
             probs = torch.softmax(score / temperature, -1).flatten(0, 1)
             local = torch.multinomial(probs.cpu(), 1, generator=generator).view(score.shape[:2]).to(z0.device)
-        if stop_mass > 0:
-            ends = logp[..., stop].exp().sum(-1) >= stop_mass
+        if ends is not None:
             local = torch.where(ends, stop[0], local)
         return self.readout.to_global(local)
 
