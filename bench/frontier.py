@@ -8,7 +8,8 @@
 Each model is swept over its own full knob set, as a grid (cartesian product): LDLM steps x noise
 scale x decode temperature x rounding time (`sample.round_below`) x the rounding readout's temperature
 (`sample.round_temperature`; TEncDM, on LDLM's sampler, the same); the readout's contrast and end mass
-(`sample.readout_contrast`, `sample.stop_mass`) only when given (--ldlm-contrast, --ldlm-stop-mass); MDLM
+(`sample.readout_contrast`, `sample.stop_mass`) and the guidance away from the mean latent (`sample.mean_guidance`)
+only when given (--ldlm-contrast, --ldlm-stop-mass, --ldlm-mean-guidance); MDLM
 steps x temperature x top-p; AR temperature x top-p. The default
 grids give each model 24 points (AR, with no steps knob, gets more values of each of its two), so
 no model's frontier is drawn from a narrower search. Every point is scored with the same evaluator
@@ -60,34 +61,36 @@ import benchlib as B  # noqa: E402
 KNOBS = {"ldlm": [("steps", "ldlm_steps", int), ("noise_scale", "ldlm_noise", float),
                   ("decode_temperature", "ldlm_decode_temps", float), ("round_below", "ldlm_round", float),
                   ("round_temperature", "ldlm_round_temps", float), ("readout_contrast", "ldlm_contrast", float),
-                  ("stop_mass", "ldlm_stop_mass", float)],
+                  ("stop_mass", "ldlm_stop_mass", float), ("mean_guidance", "ldlm_mean_guidance", float)],
          "mdlm": [("steps", "mdlm_steps", int), ("temperature", "mdlm_temps", float), ("top_p", "mdlm_top_p", float)],
          "ar": [("temperature", "ar_temps", float), ("top_p", "ar_top_p", float)],
          # TEncDM samples with LDLM's sampler, so it gets LDLM's knobs (its own lists, LDLM's defaults)
          "tencdm": [("steps", "tencdm_steps", int), ("noise_scale", "tencdm_noise", float),
                     ("decode_temperature", "tencdm_decode_temps", float), ("round_below", "tencdm_round", float),
                     ("round_temperature", "tencdm_round_temps", float), ("readout_contrast", "tencdm_contrast", float),
-                    ("stop_mass", "tencdm_stop_mass", float)]}
+                    ("stop_mass", "tencdm_stop_mass", float), ("mean_guidance", "tencdm_mean_guidance", float)]}
 BASELINES = ("ar", "tencdm")  # compared with LDLM point against point (no steps-crossing interpolation)
 FULL = {"ldlm_steps": "10,25", "ldlm_noise": "0.9,1.2", "ldlm_decode_temps": "0,0.7", "ldlm_round": "0,0.1",
         "ldlm_round_temps": "0,1.0", "ldlm_contrast": "", "ldlm_stop_mass": "",
-        "mdlm_steps": "16,64,256,1024", "mdlm_temps": "0.8,0.9,1.0", "mdlm_top_p": "0.9,1.0",
+        "ldlm_mean_guidance": "", "mdlm_steps": "16,64,256,1024", "mdlm_temps": "0.8,0.9,1.0", "mdlm_top_p": "0.9,1.0",
         "ar_temps": "0.6,0.7,0.8,0.9,1.0,1.1", "ar_top_p": "0.8,0.9,0.95,1.0", "num": 256,
         "timing_repeats": 5, "timing_num": 64}
 QUICK = {"ldlm_steps": "5,10", "ldlm_noise": "1.0", "ldlm_decode_temps": "0,1.0", "ldlm_round": "0", "ldlm_round_temps": "0",
-         "ldlm_contrast": "", "ldlm_stop_mass": "", "mdlm_steps": "4,16",
+         "ldlm_contrast": "", "ldlm_stop_mass": "", "ldlm_mean_guidance": "", "mdlm_steps": "4,16",
          "mdlm_temps": "1.0", "mdlm_top_p": "0.9,1.0", "ar_temps": "0.8,1.0", "ar_top_p": "0.9,1.0", "num": 32,
          "timing_repeats": 2, "timing_num": 8}
 for _grid in (FULL, QUICK):  # TEncDM's default lists are LDLM's
     _grid.update({"tencdm" + k[4:]: v for k, v in list(_grid.items()) if k.startswith("ldlm_")})
 KEYS = ["steps", "noise_scale", "decode_temperature", "round_below", "round_temperature", "readout_contrast", "stop_mass",
+        "mean_guidance",
         "temperature", "top_p"]
 SHORT = {"steps": "S", "noise_scale": "ns", "decode_temperature": "dT", "round_below": "rb", "round_temperature": "rT",
-         "readout_contrast": "ct", "stop_mass": "sm", "temperature": "T", "top_p": "p"}
+         "readout_contrast": "ct", "stop_mass": "sm", "mean_guidance": "mg", "temperature": "T", "top_p": "p"}
 # opt-in knobs: swept only when given a list (default: the checkpoint's own setting), so the default grids, sized
 # for equal breadth across models, are unchanged
-OPT_IN = {"readout_contrast", "stop_mass"}
-OFF = {"round_below": 0.0, "round_temperature": 0.0, "readout_contrast": 0.0, "stop_mass": 0.0}  # a knob at this value is left out of the label (labels from before the knob still match)
+OPT_IN = {"readout_contrast", "stop_mass", "mean_guidance"}
+OFF = {"round_below": 0.0, "round_temperature": 0.0, "readout_contrast": 0.0, "stop_mass": 0.0,
+       "mean_guidance": 0.0}  # a knob at this value is left out of the label (labels from before the knob still match)
 
 
 def parse_args(argv=None):

@@ -311,7 +311,7 @@ def test_server_api_caps_and_errors(server, model, monkeypatch):
     assert status == 200 and b'id="generate"' in page and "script-src 'self'" in headers["Content-Security-Policy"]
     info = json.loads(call(base + "/api/info")[1])
     assert [c["key"] for c in info["controls"]] == ["num", "steps", "noise_scale", "solver", "grid", "readout_contrast",
-                                                      "stop_mass", "seed"]
+                                                      "stop_mass", "mean_guidance", "seed"]
     assert info["limits"] == {"max_num": 3, "max_steps": 10, "queue": 1, "length": 32}
 
     status, body, _ = call(base + "/api/generate", {"num": 2, "steps": 5, "seed": 3, "noise_scale": 0.8})
@@ -319,7 +319,7 @@ def test_server_api_caps_and_errors(server, model, monkeypatch):
     assert status == 200 and len(res["samples"]) == 2 and [s["step"] for s in res["steps"]] == [1, 2, 3, 4, 5]
     assert res["steps"][-1]["texts"] == res["samples"]
     assert res["samples"] == [r["text"] for r in generate(model, num=2, steps=5, seed=3, noise_scale=0.8)]
-    knobs = {"readout_contrast": 0.5, "stop_mass": 0.3}  # the readout's knobs reach the sampler
+    knobs = {"readout_contrast": 0.5, "stop_mass": 0.3, "mean_guidance": 0.5}  # these knobs reach the sampler
     res = json.loads(call(base + "/api/generate", {"num": 2, "steps": 5, "seed": 3, **knobs})[1])
     assert res["samples"] == [r["text"] for r in generate(model, num=2, steps=5, seed=3, **knobs)]
     assert res["samples"] != [r["text"] for r in generate(model, num=2, steps=5, seed=3)]

@@ -136,6 +136,7 @@ def cmd_sample(args) -> None:
                       solver=args.solver, noise_scale=args.noise_scale, decode_temperature=args.decode_temperature,
                       round_below=args.round_below, round_temperature=args.round_temperature,
                       readout_contrast=args.readout_contrast, stop_mass=args.stop_mass,
+                      mean_guidance=args.mean_guidance,
                       batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
                       guidance=args.guidance)
 
@@ -151,7 +152,7 @@ def add_sample(sub) -> None:
         "ldlm sample --ckpt runs/tiny --from valid --infill --num 128 --out infill.jsonl  # for `ldlm eval`",
     ], extra="A flag the checkpoint's sampler does not read is an error: LDLM (and TEncDM) read --steps --grid\n"
              "--solver --noise-scale --decode-temperature --round-below --round-temperature --readout-contrast\n"
-             "--stop-mass --guidance; MDLM --steps "
+             "--stop-mass --mean-guidance --guidance; MDLM --steps "
              "--temperature --top-p; AR --temperature --top-p (all: --num --batch-size --seed). AR takes a prompt,\n"
              "not a suffix.")
     s.add_argument("--ckpt", required=True, help="run folder, ckpt-<step> folder, export folder or hub id (owner/name)")
@@ -174,6 +175,8 @@ def add_sample(sub) -> None:
                    "latent): less of what the decoder writes for any latent (0 = plain; " + _from_ckpt("readout_contrast") + ")")
     s.add_argument("--stop-mass", type=float, help="LDLM: a position is the end when [SEP]+[PAD] hold at least this "
                    "probability (0 = whichever token wins; " + _from_ckpt("stop_mass") + ")")
+    s.add_argument("--mean-guidance", type=float, help="LDLM: each step's estimate z0 becomes z0 + g z0, away from "
+                   "the mean latent (0 = none; " + _from_ckpt("mean_guidance") + ")")
     s.add_argument("--temperature", type=float, help="AR/MDLM: token temperature (" + _from_ckpt("temperature") + ")")
     s.add_argument("--top-p", type=float, help="AR/MDLM: nucleus sampling (" + _from_ckpt("top_p") + ")")
     s.add_argument("--batch-size", type=int, help="samples per batch (" + _from_ckpt("batch_size") + ")")
@@ -235,6 +238,8 @@ def add_frontier(sub) -> None:
     f.add_argument("--round-temperature", help="comma list of rounding readout temperatures (LDLM; 0 = argmax), e.g. 0,0.7")
     f.add_argument("--readout-contrast", help="comma list of readout contrasts (LDLM; 0 = plain), e.g. 0,0.15,0.3")
     f.add_argument("--stop-mass", help="comma list of end-token masses (LDLM; 0 = argmax end), e.g. 0,0.5")
+    f.add_argument("--mean-guidance", help="comma list of guidance weights away from the mean latent (LDLM; 0 = none), "
+                   "e.g. 0,0.3,0.6")
     f.add_argument("--solver", help="comma list of solvers (LDLM): sde,ode")
     f.add_argument("--num", type=int, default=128, help="samples per setting")
     f.add_argument("--sample-seed", default="0", help="sampling seed, the same for every setting; a comma list "

@@ -176,6 +176,9 @@ class SampleConfig:
     # LDLM/TEncDM: a position reads as the passage's end when [SEP] and [PAD] together hold at least this probability
     # (the word, if not, is the best of the other tokens); 0 = the end is whichever token wins alone
     stop_mass: float = 0.0
+    # LDLM/TEncDM: guidance away from the mean latent -- each unrounded step's estimate z0 becomes z0 + g (z0 - 0),
+    # 0 being the normalised latents' centre (the readout contrast's idea, on the latents); 0 = none
+    mean_guidance: float = 0.0
     top_p: float = 1.0  # nucleus sampling for the baselines
     guidance: float = 0.0  # LDLM/TEncDM with a prompt: classifier-free guidance weight w (0 = none; trained by recipe.cond_prob)
     cache: bool = True  # MDLM: reuse the network output of rows that did not change in the previous step
@@ -227,7 +230,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     "sample.steps": (*_CONTINUOUS, "mdlm"),
     **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid", "guidance",
                                             "round_below", "round_temperature",
-                                            "readout_contrast", "stop_mass")},
+                                            "readout_contrast", "stop_mass", "mean_guidance")},
     "sample.temperature": _BASELINES,
     "sample.top_p": _BASELINES,
     "sample.cache": ("mdlm",),

@@ -21,7 +21,8 @@ from .errors import UserError
 # sampling setting -> (type, short name used in labels and file names)
 SWEEPABLE = {"steps": (int, "S"), "noise_scale": (float, "ns"), "decode_temperature": (float, "dT"),
              "round_below": (float, "rb"), "round_temperature": (float, "rT"),
-             "readout_contrast": (float, "ct"), "stop_mass": (float, "sm"), "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
+             "readout_contrast": (float, "ct"), "stop_mass": (float, "sm"), "mean_guidance": (float, "mg"),
+             "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
 CSV_METRICS = ["gen_ppl", "entropy", "mauve", "distinct1_set", "distinct2_set", "distinct3_set",
                "distinct1_within", "distinct2_within", "distinct3_within", "rep4", "mean_words", "mean_tokens",
                "tokens_scored", "num", "unique_texts", "mauve_prefix"]
@@ -54,7 +55,7 @@ def sweep_grid(args) -> list[dict]:
              for k, (typ, _) in SWEEPABLE.items() if getattr(args, k, None)}
     if not lists:
         raise UserError("give at least one list to sweep: --steps, --noise-scale, --decode-temperature, --round-below, "
-                        "--round-temperature, --readout-contrast, --stop-mass, --temperature, --top-p or --solver")
+                        "--round-temperature, --readout-contrast, --stop-mass, --mean-guidance, --temperature, --top-p or --solver")
     return drop_inert([dict(zip(lists, combo)) for combo in itertools.product(*lists.values())])
 
 

@@ -85,6 +85,8 @@ def sample_settings(model: Algorithm, **overrides) -> SampleConfig:
         raise UserError(f"--readout-contrast must be >= 0 (0 = plain readout), got {sc.readout_contrast}")
     if not 0.0 <= sc.stop_mass <= 1.0:
         raise UserError(f"--stop-mass must be in [0, 1] (0 = plain argmax end), got {sc.stop_mass}")
+    if sc.mean_guidance < 0:
+        raise UserError(f"--mean-guidance must be >= 0 (0 = none), got {sc.mean_guidance}")
     if sc.guidance < 0:
         raise UserError(f"--guidance must be >= 0 (0 = no guidance), got {sc.guidance}")
     for k in ("solver", "grid"):

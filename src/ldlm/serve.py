@@ -47,6 +47,7 @@ CONTROLS = {
     "readout_contrast": ("readout contrast", float, 0.0, 1.0,
                          "0: plain readout; more: words this latent asks for over common ones (more varied, less fluent)"),
     "stop_mass": ("end mass", float, 0.0, 1.0, "0: plain readout; m: a position ends the text when the end tokens hold >= m"),
+    "mean_guidance": ("mean guidance", float, 0.0, 2.0, "0: none; g: each step's estimate pushed away from the mean latent"),
     "temperature": ("temperature", float, 0.05, 2.0, "token temperature"),
     "top_p": ("top-p", float, 0.05, 1.0, "nucleus sampling threshold"),
     "seed": ("seed", int, 0, 2**31 - 1, "same seed and settings: same texts"),

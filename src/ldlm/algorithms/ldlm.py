@@ -113,6 +113,24 @@ class RoundedDenoiser:
         return self.denoiser.clamp(z0r) if isinstance(self.denoiser, ClampedDenoiser) else z0r
 
 
+class MeanGuidance:
+    """The denoiser as `reverse_diffusion` calls it, with each estimate of z0 pushed away from the mean latent:
+    z0 + g (z0 - 0), 0 being the normalised latents' centre -- classifier-free guidance's form with the latent every
+    text shares standing in for the unconditional prediction (the readout contrast's idea, on the latents). Not at
+    the steps that start below `below`: there the sampler goes on from a rounded latent (`RoundedDenoiser`), which is
+    the encoding of a real text already. A condition's latents stay clamped."""
+
+    def __init__(self, denoiser, weight: float, below: float = 0.0, clamp=None):
+        self.denoiser, self.weight, self.below, self.clamp = denoiser, weight, below, clamp
+
+    def __call__(self, z, t, z_sc=None):
+        z0 = self.denoiser(z, t, z_sc).float()
+        if float(t.max()) < self.below:
+            return z0
+        z0 = (1.0 + self.weight) * z0
+        return z0 if self.clamp is None else self.clamp(z0)
+
+
 class LDLM(Algorithm):
     name = "ldlm"
 
@@ -486,13 +504,17 @@ class LDLM(Algorithm):
     @torch.no_grad()
     def generate_ids(self, num, sc: SampleConfig, generator, device, callback=None, given: Given | None = None):
         """[num, L] token ids; with `given`, its latents clamped and its tokens kept (module docstring)."""
-        den = self.denoiser
+        den, clamp = self.denoiser, None
         if given is not None:
             given = given.to(device)
             den = ClampedDenoiser(self.denoiser, *self.condition_latents(given), guidance=sc.guidance)
+            clamp = den.clamp
         readout = {"contrast": sc.readout_contrast, "stop_mass": sc.stop_mass}
         if sc.round_below > 0:
+            # the rounding readout reads the plain estimate; the guidance acts on the steps above it
             den = RoundedDenoiser(self, den, sc.round_below, given, sc.round_temperature, generator, **readout)
+        if sc.mean_guidance > 0:
+            den = MeanGuidance(den, sc.mean_guidance, sc.round_below, clamp)
         z0 = reverse_diffusion(den, self.schedule, (num, *self.latent_shape()), sc.steps,
                                sc.solver, sc.noise_scale, generator, device, grid=sc.grid, callback=callback)
         ids = self.decode_latents(z0, sc.decode_temperature, generator, **readout)
