@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("LDLM_QUIET", "1")
 
 import benchlib as B  # noqa: E402
+from ldlm.frontier import SWEEPABLE  # noqa: E402
 
 # each model's knobs: (sampling setting, argument holding its comma list, type); the grid is their product,
 # with the first knob varying fastest (points along steps, or along temperature for AR, form one curve)
@@ -81,11 +82,9 @@ QUICK = {"ldlm_steps": "5,10", "ldlm_noise": "1.0", "ldlm_decode_temps": "0,1.0"
          "timing_repeats": 2, "timing_num": 8}
 for _grid in (FULL, QUICK):  # TEncDM's default lists are LDLM's
     _grid.update({"tencdm" + k[4:]: v for k, v in list(_grid.items()) if k.startswith("ldlm_")})
-KEYS = ["steps", "noise_scale", "decode_temperature", "round_below", "round_temperature", "readout_contrast", "stop_mass",
-        "mean_guidance",
-        "temperature", "top_p"]
-SHORT = {"steps": "S", "noise_scale": "ns", "decode_temperature": "dT", "round_below": "rb", "round_temperature": "rT",
-         "readout_contrast": "ct", "stop_mass": "sm", "mean_guidance": "mg", "temperature": "T", "top_p": "p"}
+# the sampling settings a point records (CSV columns) and their short names in labels: ldlm frontier's
+KEYS = [k for k in SWEEPABLE if k != "solver"]
+SHORT = {k: SWEEPABLE[k][1] for k in KEYS}
 # opt-in knobs: swept only when given a list (default: the checkpoint's own setting), so the default grids, sized
 # for equal breadth across models, are unchanged
 OPT_IN = {"readout_contrast", "stop_mass", "mean_guidance"}
