@@ -391,7 +391,7 @@ def test_page_in_headless_chromium(model, tmp_path, monkeypatch):
     opts.binary_location = CHROMIUM
     for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1000"):
+              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1250"):
         opts.add_argument(a)
     driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     try:
@@ -432,6 +432,7 @@ def test_page_in_headless_chromium(model, tmp_path, monkeypatch):
         assert driver.find_elements(By.CSS_SELECTOR, "#trajectory mark")  # words that changed are marked
 
         shot = tmp_path / "serve.png"
+        driver.execute_script("window.scrollTo(0, 0)")  # the shot shows the page from its top
         assert driver.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20000
         if os.environ.get("LDLM_SCREENSHOT"):
