@@ -62,6 +62,24 @@ def _private_cache_home(tmp_path_factory):
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
 
 
+@pytest.fixture(scope="session")
+def tok():
+    """MiniLM's tokenizer (the offline frozen LM's), loaded once."""
+    from ldlm.frozen_lm import load_tokenizer
+
+    return load_tokenizer("minilm")
+
+
+@pytest.fixture(scope="module")
+def micro_model(tok):
+    """An untrained micro LDLM (configs/micro.yaml, seed 0) in eval mode, shared by one test file's tests."""
+    from ldlm.algorithms import build
+    from ldlm.config import load_config
+
+    torch.manual_seed(0)
+    return build(load_config(os.path.join(ROOT, "configs", "micro.yaml")), tok).eval()
+
+
 def micro_model_and_batch(micro_cfg, *overrides, b=6):
     """A micro LDLM (train mode, seed 0) and a batch of random states for it; the first row half padding."""
     from ldlm.trainer import setup_model
@@ -76,9 +94,9 @@ def micro_model_and_batch(micro_cfg, *overrides, b=6):
     return model, {"ids": ids, "mask": mask, "h": torch.randn(b, L, D)}
 
 
-def train_micro_run(d, max_passages: int = 60, threads: int = 1):
-    """`ldlm train` of the micro LDLM for 2 steps into d/'run' (its feature cache in d/'cache'): garbage samples,
-    a real checkpoint. Returns the run folder."""
+def train_micro_run(d, max_passages: int = 60, threads: int = 1, *overrides: str):
+    """`ldlm train` of the micro LDLM for 2 steps into d/'run' (its feature cache in d/'cache'), with config
+    `overrides` on top: garbage samples, a real checkpoint. Returns the run folder."""
     from pathlib import Path
 
     from ldlm.cli import main
@@ -86,5 +104,5 @@ def train_micro_run(d, max_passages: int = 60, threads: int = 1):
     d = Path(d)
     assert main(["train", "--config", os.path.join(ROOT, "configs", "micro.yaml"), "--out", str(d / "run"), "--quiet",
                  "train.steps=2", "train.batch_size=4", "train.eval_every=0", f"train.threads={threads}",
-                 f"data.cache_dir={d / 'cache'}", f"data.max_passages={max_passages}"]) == 0
+                 f"data.cache_dir={d / 'cache'}", f"data.max_passages={max_passages}", *overrides]) == 0
     return d / "run"

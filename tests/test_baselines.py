@@ -14,7 +14,6 @@ from ldlm.blocks import count_params
 from ldlm.cli import main
 from ldlm.config import load_config
 from ldlm.data import build_corpus
-from ldlm.frozen_lm import load_tokenizer
 
 def stated_params(path: str) -> int:
     """The trainable-parameter count a config states in its header comment."""
@@ -24,11 +23,6 @@ def stated_params(path: str) -> int:
 # configs/tiny.yaml's own count is checked against the built LDLM in tests/test_model.py
 LDLM_TINY_PARAMS = stated_params(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                               "configs", "tiny.yaml"))
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("minilm")
 
 
 def make(root, tok, algo, *overrides):

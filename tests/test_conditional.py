@@ -20,11 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 L = 32  # the micro configs' seq_len
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("minilm")
-
-
 def make(tok, algo, *overrides):
     torch.manual_seed(0)
     name = "micro.yaml" if algo == "ldlm" else f"micro-{algo}.yaml"

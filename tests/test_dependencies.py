@@ -9,7 +9,6 @@ packages are as absent as if never installed (no import, no find_spec, no metada
 from __future__ import annotations
 
 import ast
-import importlib.metadata as md
 import os
 import re
 import subprocess

@@ -15,21 +15,9 @@ from ldlm.config import load_config
 from ldlm.denoiser import ClampedDenoiser
 from ldlm.errors import UserError
 from ldlm.frontier import label_of
-from ldlm.frozen_lm import load_tokenizer
 from ldlm.generate import generate, sample_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("minilm")
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    torch.manual_seed(0)
-    return build(load_config(str(ROOT / "configs" / "micro.yaml")), tok).eval()
 
 
 class FixedDenoiser:
@@ -61,14 +49,14 @@ def test_given_latents_stay_clamped():
     assert torch.allclose(out[~given], 2.0 * z0[~given])
 
 
-def test_off_by_default_unchanged_and_recorded(model):
-    assert sample_settings(model).mean_guidance == 0.0
-    plain = [r["text"] for r in generate(model, num=4, steps=4, seed=1)]
-    assert [r["text"] for r in generate(model, num=4, steps=4, seed=1, mean_guidance=0.0)] == plain
-    recs = generate(model, num=4, steps=4, seed=1, mean_guidance=2.0)
+def test_off_by_default_unchanged_and_recorded(micro_model):
+    assert sample_settings(micro_model).mean_guidance == 0.0
+    plain = [r["text"] for r in generate(micro_model, num=4, steps=4, seed=1)]
+    assert [r["text"] for r in generate(micro_model, num=4, steps=4, seed=1, mean_guidance=0.0)] == plain
+    recs = generate(micro_model, num=4, steps=4, seed=1, mean_guidance=2.0)
     assert recs[0]["mean_guidance"] == 2.0 and [r["text"] for r in recs] != plain
     with pytest.raises(UserError, match="--mean-guidance must be >= 0"):
-        sample_settings(model, mean_guidance=-0.1)
+        sample_settings(micro_model, mean_guidance=-0.1)
     assert label_of({"noise_scale": 1.0, "mean_guidance": 0.3}) == "ns1.0 mg0.3"
 
 

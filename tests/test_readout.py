@@ -14,21 +14,9 @@ from ldlm.cli import main
 from ldlm.config import load_config
 from ldlm.errors import UserError
 from ldlm.frontier import label_of
-from ldlm.frozen_lm import load_tokenizer
 from ldlm.generate import generate, sample_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("minilm")
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    torch.manual_seed(0)
-    return build(load_config(str(ROOT / "configs" / "micro.yaml")), tok).eval()
 
 
 def local_ids(model, *global_ids):
@@ -48,62 +36,65 @@ def fixed_logits(model, monkeypatch, probs_by_position: list[dict[int, float]]):
     monkeypatch.setattr(model, "token_logits", lambda h, mask=None, local=None: logits.expand(h.shape[0], L, n_vocab))
 
 
-def test_off_by_default_and_unchanged(model):
-    z = torch.randn(3, *model.latent_shape())
-    plain = model.decode_latents(z)
-    assert torch.equal(model.decode_latents(z, contrast=0.0, stop_mass=0.0), plain)
-    sc = sample_settings(model)
+def test_off_by_default_and_unchanged(micro_model):
+    z = torch.randn(3, *micro_model.latent_shape())
+    plain = micro_model.decode_latents(z)
+    assert torch.equal(micro_model.decode_latents(z, contrast=0.0, stop_mass=0.0), plain)
+    sc = sample_settings(micro_model)
     assert sc.readout_contrast == 0.0 and sc.stop_mass == 0.0
 
 
-def test_stop_mass_decides_the_end_by_the_end_tokens_total(model, tok, monkeypatch):
-    sep, pad, a, b, c = local_ids(model, tok.sep_token_id, tok.pad_token_id, *tok.convert_tokens_to_ids(["the", "king", "lord"]))
-    fixed_logits(model, monkeypatch, [
+def test_stop_mass_decides_the_end_by_the_end_tokens_total(micro_model, tok, monkeypatch):
+    sep, pad, a, b, c = local_ids(micro_model, tok.sep_token_id, tok.pad_token_id,
+                                  *tok.convert_tokens_to_ids(["the", "king", "lord"]))
+    fixed_logits(micro_model, monkeypatch, [
         {sep: 0.30, a: 0.25, b: 0.25, c: 0.20},   # [SEP] wins alone, but 0.7 of the mass says a word comes
         {sep: 0.30, pad: 0.25, a: 0.45},          # the end tokens hold 0.55 although a word wins alone
         {a: 0.2, b: 0.7, sep: 0.1},               # a plain word
     ])
-    z = torch.randn(2, *model.latent_shape())
-    plain = model.decode_latents(z)[:, :3]
-    mass = model.decode_latents(z, stop_mass=0.5)[:, :3]
+    z = torch.randn(2, *micro_model.latent_shape())
+    plain = micro_model.decode_latents(z)[:, :3]
+    mass = micro_model.decode_latents(z, stop_mass=0.5)[:, :3]
     the, king = tok.convert_tokens_to_ids(["the", "king"])
     assert plain.tolist() == [[tok.sep_token_id, the, king]] * 2
     assert mass.tolist() == [[the, tok.sep_token_id, king]] * 2  # position 0: the best word (0.25 ties: first)
     # a threshold above every position's end mass: no position reads as the end
-    assert tok.sep_token_id not in model.decode_latents(z, stop_mass=0.6)[:, :3].tolist()[0]
+    assert tok.sep_token_id not in micro_model.decode_latents(z, stop_mass=0.6)[:, :3].tolist()[0]
 
 
-def test_contrast_scores_against_the_mean_latents_readout(model, tok):
-    z = torch.randn(4, *model.latent_shape())
-    logp = torch.log_softmax(model.token_logits(model.decoder(z)), -1)
-    prior = torch.log_softmax(model.token_logits(model.decoder(torch.zeros(1, *model.latent_shape()))), -1)
-    ends = local_ids(model, tok.sep_token_id, tok.pad_token_id)
+def test_contrast_scores_against_the_mean_latents_readout(micro_model, tok):
+    z = torch.randn(4, *micro_model.latent_shape())
+    logp = torch.log_softmax(micro_model.token_logits(micro_model.decoder(z)), -1)
+    zero = torch.zeros(1, *micro_model.latent_shape())
+    prior = torch.log_softmax(micro_model.token_logits(micro_model.decoder(zero)), -1)
+    ends = local_ids(micro_model, tok.sep_token_id, tok.pad_token_id)
     for c in (0.5, 2.0):
         want = logp - c * prior
         want[..., ends] = logp[..., ends]  # the end tokens are not penalised
-        assert torch.equal(model.decode_latents(z, contrast=c), model.readout.to_global(want.argmax(-1)))
+        assert torch.equal(micro_model.decode_latents(z, contrast=c), micro_model.readout.to_global(want.argmax(-1)))
     # the more contrast, the fewer positions read as what the decoder writes for the mean latent
-    prior_tok = model.readout.to_global(prior.argmax(-1)).expand(4, -1)
-    hits = [int((model.decode_latents(z, contrast=c) == prior_tok).sum()) for c in (0.0, 0.5, 2.0)]
+    prior_tok = micro_model.readout.to_global(prior.argmax(-1)).expand(4, -1)
+    hits = [int((micro_model.decode_latents(z, contrast=c) == prior_tok).sum()) for c in (0.0, 0.5, 2.0)]
     assert hits[0] > hits[2] and hits == sorted(hits, reverse=True)
 
 
-def test_rounding_reads_out_with_the_same_knobs(model, tok):
-    z = torch.randn(3, *model.latent_shape())
-    ids = model.decode_latents(z, contrast=1.0, stop_mass=0.3)
-    assert not torch.equal(ids, model.decode_latents(z))
+def test_rounding_reads_out_with_the_same_knobs(micro_model, tok):
+    z = torch.randn(3, *micro_model.latent_shape())
+    ids = micro_model.decode_latents(z, contrast=1.0, stop_mass=0.3)
+    assert not torch.equal(ids, micro_model.decode_latents(z))
     mask = cut_after_end(ids, tok.sep_token_id, tok.pad_token_id, torch.zeros(3, dtype=torch.long))[1]
-    want = model.encode(model.frozen.features(torch.where(mask, ids, tok.pad_token_id), mask), mask, frozen=True)
-    assert torch.allclose(model.round_latents(z, contrast=1.0, stop_mass=0.3), want, atol=1e-5)
+    feats = micro_model.frozen.features(torch.where(mask, ids, tok.pad_token_id), mask)
+    want = micro_model.encode(feats, mask, frozen=True)
+    assert torch.allclose(micro_model.round_latents(z, contrast=1.0, stop_mass=0.3), want, atol=1e-5)
 
 
-def test_generate_records_the_knobs_and_bad_values_are_refused(model, tok):
-    recs = generate(model, num=2, steps=2, readout_contrast=0.3, stop_mass=0.5, round_below=0.6)
+def test_generate_records_the_knobs_and_bad_values_are_refused(micro_model, tok):
+    recs = generate(micro_model, num=2, steps=2, readout_contrast=0.3, stop_mass=0.5, round_below=0.6)
     assert recs[0]["readout_contrast"] == 0.3 and recs[0]["stop_mass"] == 0.5
     with pytest.raises(UserError, match="--stop-mass must be in"):
-        sample_settings(model, stop_mass=1.5)
+        sample_settings(micro_model, stop_mass=1.5)
     with pytest.raises(UserError, match="--readout-contrast must be >= 0"):
-        sample_settings(model, readout_contrast=-0.1)
+        sample_settings(micro_model, readout_contrast=-0.1)
     torch.manual_seed(0)
     ar = build(load_config(str(ROOT / "configs" / "micro-ar.yaml")), tok).eval()
     with pytest.raises(UserError, match="--stop-mass does not apply to an AR model"):

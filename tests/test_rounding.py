@@ -15,15 +15,9 @@ from ldlm.algorithms import build
 from ldlm.algorithms.ldlm import RoundedDenoiser, cut_after_end
 from ldlm.cli import main
 from ldlm.config import load_config
-from ldlm.frozen_lm import load_tokenizer
 from ldlm.generate import sample_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("minilm")
 
 
 def micro(tok, name="micro.yaml"):

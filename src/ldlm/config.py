@@ -46,6 +46,10 @@ class ModelConfig:
     enc_width: int = 256  # latent encoder width
     den_layers: int = 6  # denoiser transformer blocks
     den_width: int = 256  # denoiser width
+    den_heads: int = 0  # denoiser attention heads (0 = model.heads; with den_init 'lm', the frozen LM's)
+    # 'random', or 'lm': the denoiser's attention and MLP weights start as the frozen LM's first den_layers blocks'
+    # (BERT-family LMs; needs den_width = the LM's width and mlp_ratio = its MLP's), the rest as with 'random'
+    den_init: str = "random"
     dec_layers: int = 3  # decoder blocks
     dec_width: int = 256  # decoder width
     heads: int = 4  # attention heads in every block
@@ -222,8 +226,8 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     **{f"model.{k}": _LATENT for k in (
         "latent_len", "latent_dim", "latent_norm", "enc_layers", "enc_width", "dec_layers", "dec_width")},
     **{f"model.{k}": _CONTINUOUS for k in (
-        "lm_layer", "den_layers", "den_width", "tok_dec_layers", "tok_dec_width", "readout",
-        "schedule", "schedule_d", "self_cond_prob", "prediction")},
+        "lm_layer", "den_layers", "den_width", "den_heads", "den_init", "tok_dec_layers", "tok_dec_width",
+        "readout", "schedule", "schedule_d", "self_cond_prob", "prediction")},
     "model.width": _BASELINES,  # (model.readout_vocab applies to all: every model's softmax can be restricted)
     "model.layers": _BASELINES,
     "model.mask_eps": ("mdlm",),
@@ -406,6 +410,7 @@ _CHOICES: dict[str, str | tuple[str, ...]] = {
     "model.latent_norm": ("batch", "layer", "none"),
     "model.readout": ("tied", "linear"),
     "model.prediction": ("x0", "v"),
+    "model.den_init": ("random", "lm"),
     "model.readout_vocab": ("corpus", "full"),
     "recipe.decoder_loss": ("mse", "ce", "mse+ce"),
     "recipe.dec_noise": ("gaussian", "schedule"),
@@ -442,6 +447,8 @@ def validate(cfg: Config) -> None:
                 "sample.steps": cfg.sample.steps, "sample.num": cfg.sample.num,
                 "sample.batch_size": cfg.sample.batch_size, "model.heads": cfg.model.heads,
                 "recipe.diff_repeats": cfg.recipe.diff_repeats}
+    if cfg.model.den_heads < 0:
+        raise UserError(f"model.den_heads={cfg.model.den_heads} must be >= 0 (0 = model.heads)")
     for key, v in positive.items():
         if v <= 0:
             raise UserError(f"config key '{key}' must be positive, got {v}")
@@ -454,8 +461,11 @@ def validate(cfg: Config) -> None:
                    ("model.tok_dec_width", cfg.model.tok_dec_width)):
         unused = cfg.algo not in (algos_of(key) or (cfg.algo,)) or (key == "model.tok_dec_width" and
                                                                    cfg.model.tok_dec_layers == 0)
-        if w % cfg.model.heads and not unused:
-            raise UserError(f"{key}={w} is not divisible by model.heads={cfg.model.heads}")
+        heads_key, heads = "model.heads", cfg.model.heads
+        if key == "model.den_width" and cfg.model.den_heads:
+            heads_key, heads = "model.den_heads", cfg.model.den_heads
+        if w % heads and not unused:
+            raise UserError(f"{key}={w} is not divisible by {heads_key}={heads}")
     if not 0.0 < cfg.model.mask_eps < 1.0:
         raise UserError(f"model.mask_eps={cfg.model.mask_eps} must be in (0, 1)")
     if not 0.0 <= cfg.recipe.t_min < 1.0:

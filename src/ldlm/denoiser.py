@@ -3,7 +3,8 @@
 x0- or v-parameterisation (`model.prediction`), DiT-style adaLN time conditioning, and
 self-conditioning (the previous estimate of z0 is concatenated to the noisy input). For conditional
 generation some latents are given clean: a fixed embedding marks them (`given`), and
-`ClampedDenoiser` holds them fixed through a whole reverse process.
+`ClampedDenoiser` holds them fixed through a whole reverse process. `init_from_lm` starts the blocks'
+attention and MLP weights from a pre-trained LM's (`model.den_init=lm`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from .blocks import Block, TimestepEmbedding
+from .errors import UserError
 
 
 class Denoiser(nn.Module):
@@ -50,6 +52,43 @@ class Denoiser(nn.Module):
             return out
         a, s = self.schedule.alpha(t).to(z_t.dtype), self.schedule.sigma(t).to(z_t.dtype)
         return a[:, None, None] * z_t - s[:, None, None] * out
+
+
+# where a BERT-family block (BertLayer: MiniLM, BERT, ...) keeps the weights our Block's attention and MLP take
+_BERT = {"attn.q.weight": "attention.self.query.weight", "attn.out.weight": "attention.output.dense.weight",
+         "mlp.fc.weight": "intermediate.dense.weight", "mlp.fc.bias": "intermediate.dense.bias",
+         "mlp.proj.weight": "output.dense.weight", "mlp.proj.bias": "output.dense.bias"}
+_BERT_KV = ("attention.self.key.weight", "attention.self.value.weight")
+
+
+@torch.no_grad()
+def init_from_lm(denoiser: Denoiser, lm_blocks: nn.ModuleList, lm_heads: int, lm_name: str) -> None:
+    """Copy the attention (q, k, v, output) and MLP weights of the LM's first len(denoiser.blocks) blocks into the
+    denoiser's blocks. The LM's post-norm layers see normalised inputs, as our pre-norm sub-layers do, so each
+    copied sub-layer starts as the function it computed in the LM; the blocks' adaLN-Zero gates still start at 0
+    (the denoiser starts as its input projection) and open as it trains. The q/k/v and attention-output biases
+    have no place in our bias-free attention and are left out; the norms and adaLN keep their own init."""
+    blocks = list(denoiser.blocks)
+    if len(blocks) > len(lm_blocks):
+        raise UserError(f"model.den_layers={len(blocks)} but the frozen LM '{lm_name}' has {len(lm_blocks)} blocks "
+                        f"to start from; use model.den_layers<={len(lm_blocks)} or model.den_init=random")
+    if blocks[0].attn.heads != lm_heads:  # the same weights split into other heads compute another attention
+        raise UserError(f"model.den_heads={blocks[0].attn.heads} but the frozen LM '{lm_name}' has {lm_heads} heads; "
+                        f"use model.den_heads=0 (the LM's) with model.den_init=lm")
+    for ours, theirs in zip(blocks, lm_blocks):
+        src = theirs.state_dict()
+        if not all(k in src for k in (*_BERT.values(), *_BERT_KV)):
+            raise UserError(f"model.den_init=lm needs a BERT-family frozen LM (MiniLM, BERT); '{lm_name}' "
+                            f"({type(theirs).__name__} blocks) is not one; use model.den_init=random")
+        dst = ours.state_dict()
+        pairs = [(k, src[v]) for k, v in _BERT.items()]
+        pairs.append(("attn.kv.weight", torch.cat([src[k] for k in _BERT_KV])))
+        for k, w in pairs:
+            if dst[k].shape != w.shape:
+                raise UserError(f"model.den_init=lm: the denoiser's {k} is {tuple(dst[k].shape)}, the LM's "
+                                f"{tuple(w.shape)}; set model.den_width and model.mlp_ratio to the LM's "
+                                f"(width {lm_blocks[0].state_dict()[_BERT['attn.q.weight']].shape[0]})")
+            dst[k].copy_(w)
 
 
 class ClampedDenoiser:

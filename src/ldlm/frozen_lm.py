@@ -122,6 +122,13 @@ class FrozenLM(nn.Module):
         self.lm.eval()
         return self
 
+    def blocks(self) -> nn.ModuleList:
+        """The LM's stack of transformer blocks (for `model.den_init=lm`)."""
+        n = getattr(self.lm.config, "num_hidden_layers", None) or getattr(self.lm.config, "n_layer", None)
+        if n is None:
+            raise UserError(f"cannot tell how many transformer blocks the frozen LM '{self.name}' has")
+        return _blocks(self.lm, n)
+
     def word_embeddings(self) -> torch.Tensor:
         return self.lm.get_input_embeddings().weight
 

@@ -24,7 +24,7 @@ from ..autoencoder import LatentDecoder, LatentEncoder, Readout, TokenDecoder
 from ..conditioning import Given
 from ..config import Config, SampleConfig, schedule_horizon
 from ..data import Corpus
-from ..denoiser import ClampedDenoiser, Denoiser
+from ..denoiser import ClampedDenoiser, Denoiser, init_from_lm
 from ..errors import UserError
 from ..features import CorpusFeatures
 from ..frozen_lm import FrozenLM
@@ -146,8 +146,12 @@ class LDLM(Algorithm):
         self.encoder = self.build_encoder(m, L, D)
         n, d = self.latent_shape()
         self.schedule = make_schedule(m.schedule, m.schedule_d)  # not a module: the parameter order is unchanged
-        self.denoiser = Denoiser(n, d, m.den_width, m.den_layers, m.heads, m.mlp_ratio, m.dropout,
+        lm_heads = getattr(self.frozen.lm.config, "num_attention_heads", m.heads)
+        heads = m.den_heads or (lm_heads if m.den_init == "lm" else m.heads)
+        self.denoiser = Denoiser(n, d, m.den_width, m.den_layers, heads, m.mlp_ratio, m.dropout,
                                  m.prediction, self.schedule)
+        if m.den_init == "lm":
+            init_from_lm(self.denoiser, self.frozen.blocks(), lm_heads, m.lm)
         self.decoder = self.build_decoder(m, L, D)
         self.tok_decoder = TokenDecoder(D, L, m.tok_dec_layers, m.tok_dec_width, m.heads, m.mlp_ratio, m.dropout)
         self.readout = Readout(D, self.vocab_size, m.readout, self.frozen.word_embeddings(),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..config import Config, SampleConfig
 from .ar import Baseline, baseline_net, sample_tokens
