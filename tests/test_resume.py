@@ -72,8 +72,9 @@ def last_step(run: Path, after: str) -> int:
 def test_sigkill_then_sigterm_then_resume_reproduces_losses_exactly(tmp_path):
     cache = tmp_path / "cache"
     ref = tmp_path / "ref"
-    p = launch(["--config", MICRO, "--out", str(ref), *overrides(cache)], tmp_path)
-    assert p.wait(timeout=300) == 0, p.communicate()
+    # the uninterrupted reference trains beside the interrupted run (one thread each; they share the feature cache,
+    # which is safe across processes): the test's longest wait is no longer two runs end to end
+    ref_p = launch(["--config", MICRO, "--out", str(ref), *overrides(cache)], tmp_path)
 
     run = tmp_path / "run"
     # 1. SIGKILL at a random step after the first checkpoint exists, early enough that training is
@@ -102,6 +103,7 @@ def test_sigkill_then_sigterm_then_resume_reproduces_losses_exactly(tmp_path):
     p = launch(["--out", str(run), "--resume"], tmp_path)
     assert p.wait(timeout=300) == 0, p.communicate()
 
+    assert ref_p.wait(timeout=300) == 0, ref_p.communicate()
     a, b = losses(ref), losses(run)
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     for step in a:
