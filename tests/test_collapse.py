@@ -19,8 +19,8 @@ STEPS = 60
 def _final_valid(recipe: str, root, tmp_path) -> dict:
     cfg = load_config(os.path.join(root, "configs", "tiny.yaml"), [
         f"recipe={recipe}", f"train.steps={STEPS}", f"train.eval_every={STEPS}", "train.eval_batches=2",
-        "train.save_every=1000", "train.threads=2", "train.batch_size=16", "data.max_passages=1500", "data.valid_fraction=0.05",
-        f"data.cache_dir={tmp_path / 'cache'}"])  # one feature cache for both runs
+        "train.save_every=1000", "train.threads=2", "train.batch_size=16", "data.max_passages=1500",
+        "data.valid_fraction=0.05", f"data.cache_dir={tmp_path / 'cache'}"])  # one feature cache for both runs
     run = tmp_path / recipe
     Trainer(cfg, str(run), quiet=True).train()
     _, valid = read_metrics(run)

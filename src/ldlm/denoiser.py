@@ -65,10 +65,10 @@ _BERT_KV = ("attention.self.key.weight", "attention.self.value.weight")
 def init_from_lm(denoiser: Denoiser, lm_blocks: nn.ModuleList, lm_heads: int, lm_name: str) -> None:
     """Copy the attention (q, k, v, output) and MLP weights of the LM's first len(denoiser.blocks) blocks into the
     denoiser's blocks. The LM's post-norm layers see normalised inputs, as our pre-norm sub-layers do, so each
-    copied sub-layer starts close to the function it computed in the LM (less the biases left out below and the
-    LM's norm gains); the blocks' adaLN-Zero gates still start at 0
-    (the denoiser starts as its input projection) and open as it trains. The q/k/v and attention-output biases
-    have no place in our bias-free attention and are left out; the norms and adaLN keep their own init."""
+    copied sub-layer starts close to the function it computed in the LM: the q/k/v and attention-output biases
+    have no place in our bias-free attention and are left out, and the norms and adaLN keep their own init (no
+    LM norm gains). The adaLN-Zero gates still start at 0 (the denoiser starts as its input projection) and open
+    as it trains."""
     blocks = list(denoiser.blocks)
     if len(blocks) > len(lm_blocks):
         raise UserError(f"model.den_layers={len(blocks)} but the frozen LM '{lm_name}' has {len(lm_blocks)} blocks "

@@ -105,6 +105,7 @@ class FrozenLM(nn.Module):
         self.lm.eval().requires_grad_(False)
         self.hidden = self.lm.config.hidden_size
         n = getattr(self.lm.config, "num_hidden_layers", None) or getattr(self.lm.config, "n_layer", None)
+        self.n_blocks = n  # None where the config does not say
         if n is not None and not (-n <= layer <= n and layer != 0):
             raise UserError(f"model.lm_layer={layer} does not exist in '{name}' ({n} layers); "
                             f"use -1..-{n} or 1..{n}")
@@ -124,10 +125,9 @@ class FrozenLM(nn.Module):
 
     def blocks(self) -> nn.ModuleList:
         """The LM's stack of transformer blocks (for `model.den_init=lm`)."""
-        n = getattr(self.lm.config, "num_hidden_layers", None) or getattr(self.lm.config, "n_layer", None)
-        if n is None:
+        if self.n_blocks is None:
             raise UserError(f"cannot tell how many transformer blocks the frozen LM '{self.name}' has")
-        return _blocks(self.lm, n)
+        return _blocks(self.lm, self.n_blocks)
 
     def word_embeddings(self) -> torch.Tensor:
         return self.lm.get_input_embeddings().weight
