@@ -20,10 +20,14 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml Makefile tool
 
 # Train the tiny LDLM on the built-in Shakespeare corpus, sample, print samples and metrics.
 # (--resume: running it again continues or reuses runs/demo instead of refusing to overwrite it)
+# `make demo DEMO=tiny-causal`: configs/tiny-causal.yaml (a causal token decoder, not the paper's model)
+# into runs/demo-tiny-causal
+DEMO ?= tiny
+DEMO_RUN := $(if $(filter tiny,$(DEMO)),runs/demo,runs/demo-$(DEMO))
 demo: setup
-	$(BIN)/ldlm train --config configs/tiny.yaml --out runs/demo --resume
-	$(BIN)/ldlm sample --ckpt runs/demo --num 256 --steps 25 --out runs/demo/samples.jsonl --show 12
-	$(BIN)/ldlm eval runs/demo/samples.jsonl --out runs/demo/eval.json
+	$(BIN)/ldlm train --config configs/$(DEMO).yaml --out $(DEMO_RUN) --resume
+	$(BIN)/ldlm sample --ckpt $(DEMO_RUN) --num 256 --steps 25 --out $(DEMO_RUN)/samples.jsonl --show 12
+	$(BIN)/ldlm eval $(DEMO_RUN)/samples.jsonl --out $(DEMO_RUN)/eval.json
 
 test: setup
 	$(BIN)/python -m pytest -q -x

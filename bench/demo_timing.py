@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/demo_timing.py                 # clone HEAD of this repository into a temp folder
     .venv/bin/python bench/demo_timing.py --keep /tmp/d   # keep the clone (its runs/demo) afterwards
+    .venv/bin/python bench/demo_timing.py --demo tiny-causal --out bench/results/demo-timing-causal.json
 
 Clones the repository's committed HEAD (uncommitted changes are not in it), points XDG_CACHE_HOME at an
 empty folder (no cached features or tokenised corpus: the demo computes them, as on a fresh machine; pip's
@@ -60,7 +61,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", help="clone into this (new) folder and keep it; default a temp folder, removed")
     p.add_argument("--out", default=str(B.RESULTS / "demo-timing.json"), help="JSON path; the table goes beside it")
+    p.add_argument("--demo", default="tiny", help="`make demo DEMO=...`: the config under configs/ (default tiny)")
     a = p.parse_args(argv)
+    run = "demo" if a.demo == "tiny" else f"demo-{a.demo}"  # the Makefile's DEMO_RUN
     import quality
 
     from ldlm.plots import read_events
@@ -81,18 +84,19 @@ def main(argv=None) -> dict:
                                         capture_output=True, text=True).stdout.strip()
         setup_s = timed(["make", "setup"], clone, env, log)
         phases: dict[str, float] = {}  # `make demo`'s commands: train (features, loop, saves), sample, eval
-        demo_s = timed(["make", "demo"], clone, env, log, phases)
-        ev = json.loads((clone / "runs" / "demo" / "eval.json").read_text(encoding="utf-8"))
-        texts = [json.loads(ln)["text"] for ln in (clone / "runs" / "demo" / "samples.jsonl").read_text(
+        demo_s = timed(["make", "demo", f"DEMO={a.demo}"], clone, env, log, phases)
+        ev = json.loads((clone / "runs" / run / "eval.json").read_text(encoding="utf-8"))
+        texts = [json.loads(ln)["text"] for ln in (clone / "runs" / run / "samples.jsonl").read_text(
             encoding="utf-8").splitlines() if ln.strip()]
-        train = B.train_stats(clone / "runs" / "demo")
-        start = next((e for e in read_events(clone / "runs" / "demo") if e["event"] == "start"), {})
+        train = B.train_stats(clone / "runs" / run)
+        start = next((e for e in read_events(clone / "runs" / run) if e["event"] == "start"), {})
         tail = log.read_text(encoding="utf-8")[-4000:]
     row = {"metrics": ev["rows"]["samples"], "empty": sum(not t.strip() for t in texts)}
     checks = quality.check(row, ev["rows"]["data"], quality.TARGETS["demo"])
     total_min = (setup_s + demo_s) / 60
     checks["minutes"] = {"value": total_min, "bound": BOUND_MIN, "met": total_min <= BOUND_MIN}
-    res = {"benchmark": "demo-timing", "machine": info, "setup_s": setup_s, "demo_s": demo_s, "phases_s": phases,
+    res = {"benchmark": "demo-timing", "demo": a.demo, "machine": info, "setup_s": setup_s, "demo_s": demo_s,
+           "phases_s": phases,
            "train_wall_s": train.get("train_wall_s"), "train_setup_s": start.get("setup_s"),
            "train_tok_s_median": train.get("train_tok_s_median"),
            "samples": row, "data": ev["rows"]["data"], "eval_settings": ev["settings"], "checks": checks,
@@ -117,7 +121,8 @@ def markdown(res: dict) -> str:
     fmt = {"ppl_ratio": "{:.2f}", "entropy_gap": "{:.3f}", "mauve": "{:.3f}", "empty": "{}",
            "unique_per_256": "{:.0f}", "minutes": "{:.1f}"}
     by_command = ", ".join(f"`ldlm {k}` {v / 60:.1f} min" for k, v in (res.get("phases_s") or {}).items())
-    lines = ["# `make demo` from a clean clone", "",
+    demo = res.get("demo", "tiny")
+    lines = ["# `make demo` from a clean clone" + ("" if demo == "tiny" else f" (`DEMO={demo}`)"), "",
              f"- command: `{m['command']}` (a clean clone of commit {m['commit']}, empty XDG_CACHE_HOME)",
              f"- machine: {B.describe_machine(m)}; load average before {m.get('loadavg_before')}; {m['date']}",
              f"- `make setup` {res['setup_s'] / 60:.1f} min, `make demo` {res['demo_s'] / 60:.1f} min "

@@ -232,13 +232,14 @@ def test_batch_iterator_covers_epoch_and_resumes():
     assert sorted(torch.cat(shards).tolist()) == list(range(10))
 
 
-def test_tiny_config_states_its_parameter_count(root):
+@pytest.mark.parametrize("name", ["tiny", "tiny-causal"])
+def test_tiny_config_states_its_parameter_count(root, name):
     import re
 
     from ldlm.blocks import count_params
     from ldlm.trainer import setup_model
 
-    path = f"{root}/configs/tiny.yaml"
+    path = f"{root}/configs/{name}.yaml"
     stated = int(re.search(r"([\d,]+) trainable parameters", open(path).read()).group(1).replace(",", ""))
     assert count_params(setup_model(load_config(path), torch.device("cpu"))) == stated
 

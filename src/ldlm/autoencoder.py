@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Block
+from .blocks import Block, KVCache
 from .vocab import VocabSubset
 
 
@@ -150,12 +150,19 @@ class TokenDecoder(nn.Module):
     (so it starts as the identity and the readout keeps working from step 0); with layers = 0 it *is*
     the identity and the readout alone decodes (a per-position head). Trained on stopgrad(h_hat) and on
     the true h, so it learns to read the latent decoder's imperfect states without shaping them.
+
+    `causal`: the blocks attend only to earlier positions and each position also reads the word embedding
+    of the token before it (`prev`), so the readout at position i is p(token_i | h_<=i, tokens_<i): a
+    left-to-right decoder conditioned on the latent decoder's states, decoded token by token at sampling
+    (with `caches`, one position at a time from `start`) -- what the latents leave open is filled in
+    coherently with what was already written instead of position by position.
     """
 
     def __init__(self, hidden: int, seq_len: int, layers: int, width: int, heads: int, mlp_ratio: int = 4,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, causal: bool = False):
         super().__init__()
         self.layers = layers
+        self.causal = causal and layers > 0
         if layers:
             self.inp = nn.Linear(hidden, width)
             self.pos = nn.Parameter(torch.zeros(seq_len, width))
@@ -163,11 +170,21 @@ class TokenDecoder(nn.Module):
             self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden))
             nn.init.zeros_(self.out[1].weight)
             nn.init.zeros_(self.out[1].bias)
+            if self.causal:
+                self.prev = nn.Linear(hidden, width)  # the previous token's (frozen) word embedding
 
-    def forward(self, h):
+    def forward(self, h, prev=None, caches: list[KVCache] | None = None, start: int = 0):
+        """h [B, T, D] at positions start..start+T-1; `prev` [B, T, D] (causal only): the word embeddings of
+        the tokens before those positions."""
         if not self.layers:
             return h
-        x = self.inp(h) + self.pos[: h.shape[1]]
-        for blk in self.blocks:
-            x = blk(x)
+        x = self.inp(h) + self.pos[start:start + h.shape[1]]
+        if self.causal:
+            x = x + self.prev(prev.to(x.dtype))
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, causal=self.causal, cache=None if caches is None else caches[i])
         return h + self.out(x)
+
+    def new_caches(self) -> list[KVCache]:
+        """One KV cache per block, for a left-to-right decoding pass (causal only)."""
+        return [KVCache(self.pos.shape[0]) for _ in self.blocks]

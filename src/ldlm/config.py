@@ -57,6 +57,9 @@ class ModelConfig:
     dropout: float = 0.0  # dropout in attention/MLP outputs
     tok_dec_layers: int = 0  # token decoder: transformer blocks between h_hat and the readout (0 = readout alone)
     tok_dec_width: int = 256  # token decoder width
+    # the token decoder reads the tokens before each position too and is decoded left to right at sampling
+    # (needs tok_dec_layers > 0); its argmax/temperature are sample.decode_temperature and sample.round_temperature
+    tok_dec_causal: bool = False
     readout: str = "tied"  # token readout: 'tied' (MLP then the frozen LM's word embeddings) or 'linear'
     readout_vocab: str = "corpus"  # every model's output softmax over 'corpus' (tokens seen in training + specials) or 'full'
     schedule: str = "tan"  # noise schedule: 'tan' (alpha = 1/sqrt(1 + d^2 tan^2(pi t / 2))) or 'cosine'
@@ -227,6 +230,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
         "latent_len", "latent_dim", "latent_norm", "enc_layers", "enc_width", "dec_layers", "dec_width")},
     **{f"model.{k}": _CONTINUOUS for k in (
         "lm_layer", "den_layers", "den_width", "den_heads", "den_init", "tok_dec_layers", "tok_dec_width",
+        "tok_dec_causal",
         "readout", "schedule", "schedule_d", "self_cond_prob", "prediction")},
     "model.width": _BASELINES,  # (model.readout_vocab applies to all: every model's softmax can be restricted)
     "model.layers": _BASELINES,
@@ -476,6 +480,9 @@ def validate(cfg: Config) -> None:
            cfg.recipe.softmax_negatives) < 0:
         raise UserError("recipe.dec_noise_std, recipe.warmup_steps, recipe.softmax_negatives and "
                         "model.tok_dec_layers must be >= 0")
+    if cfg.model.tok_dec_causal and cfg.model.tok_dec_layers == 0:
+        raise UserError("model.tok_dec_causal=true needs a token decoder to make causal; set model.tok_dec_layers "
+                        "to 1 or more (e.g. 2)")
     if not 0.0 <= cfg.recipe.cond_prob <= 1.0:
         raise UserError(f"recipe.cond_prob={cfg.recipe.cond_prob} must be in [0, 1] (0 = no conditional training)")
     if cfg.sample.guidance < 0:

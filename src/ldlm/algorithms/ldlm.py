@@ -32,6 +32,7 @@ from ..recipe import decoder_input_noise, gaussian_input_noise, mix_gradient, wa
 from ..sampling import reverse_diffusion
 from ..schedules import make_schedule
 from ..timesteps import make_timesteps
+from .ar import sample_tokens
 from .base import Algorithm
 
 # noise levels at which validation reports the denoising error as a share of the mean predictor's
@@ -153,7 +154,8 @@ class LDLM(Algorithm):
         if m.den_init == "lm":
             init_from_lm(self.denoiser, self.frozen.blocks(), lm_heads, m.lm)
         self.decoder = self.build_decoder(m, L, D)
-        self.tok_decoder = TokenDecoder(D, L, m.tok_dec_layers, m.tok_dec_width, m.heads, m.mlp_ratio, m.dropout)
+        self.tok_decoder = TokenDecoder(D, L, m.tok_dec_layers, m.tok_dec_width, m.heads, m.mlp_ratio, m.dropout,
+                                        m.tok_dec_causal)
         self.readout = Readout(D, self.vocab_size, m.readout, self.frozen.word_embeddings(),
                                unk_id=tokenizer.unk_token_id or 0)
         self.timesteps = make_timesteps(cfg.recipe)
@@ -208,11 +210,18 @@ class LDLM(Algorithm):
         return z0
 
     def token_logits(self, h: torch.Tensor, mask: torch.Tensor | None = None,
-                     local: torch.Tensor | None = None) -> torch.Tensor:
+                     local: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states [B, L, D] -> token logits over the readout vocabulary ([B, L, V], or [n, V] at `mask`);
-        over its local ids `local` only, if given."""
-        r = self.tok_decoder(h)
+        over its local ids `local` only, if given. A causal token decoder also reads the tokens `ids` [B, L]
+        (teacher forcing: position i sees ids[:, :i])."""
+        r = self.tok_decoder(h, self.previous_embeddings(ids)) if self.tok_decoder.causal else self.tok_decoder(h)
         return self.readout(r if mask is None else r[mask], local).float()
+
+    def previous_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, L] ids -> [B, L, D]: at each position the frozen LM's word embedding of the token before it
+        ([PAD]'s before the first), the causal token decoder's input besides h."""
+        prev = torch.cat([torch.full_like(ids[:, :1], self.tokenizer.pad_token_id), ids[:, :-1]], 1)
+        return self.frozen.word_embeddings()[prev]
 
     def _token_ce(self, h: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                   accuracy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -226,9 +235,9 @@ class LDLM(Algorithm):
         k = self.cfg.recipe.softmax_negatives
         if self.training and k > 0:
             cand, correction = sampled_softmax(target, self.readout.vocab_ids().numel(), k)
-            logits = self.token_logits(h, mask, cand) - correction
+            logits = self.token_logits(h, mask, cand, ids) - correction
             return F.cross_entropy(logits, torch.searchsorted(cand, target)), None
-        logits = self.token_logits(h, mask)
+        logits = self.token_logits(h, mask, ids=ids)
         acc = (logits.argmax(-1) == target).float().mean() if accuracy else None
         return F.cross_entropy(logits, target), acc
 
@@ -399,7 +408,8 @@ class LDLM(Algorithm):
     def evaluate(self, batch, generator):
         """Held-out diffusion loss on a stratified t grid and its trivial-predictor reference; the
         denoising error as a share of the mean predictor's at fixed noise levels (DIAG_ALPHAS);
-        reconstruction accuracy of decode(encode(x))."""
+        reconstruction accuracy of decode(encode(x)) (a causal token decoder's is teacher-forced: each position
+        given the true tokens before it)."""
         ids, mask, h = batch["ids"], batch["mask"], batch["h"]
         b = ids.shape[0]
         z0 = self.encode(h, mask, frozen=True)
@@ -454,7 +464,7 @@ class LDLM(Algorithm):
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def decode_latents(self, z0: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None,
-                       contrast: float = 0.0, stop_mass: float = 0.0) -> torch.Tensor:
+                       contrast: float = 0.0, stop_mass: float = 0.0, given: Given | None = None) -> torch.Tensor:
         """Token ids [B, L] of latents z0: argmax of the readout, or sampled at `temperature` > 0.
 
         `contrast` c > 0 scores log p(token | z0) - c log p(token | 0), the second term being what the decoder
@@ -462,7 +472,13 @@ class LDLM(Algorithm):
         ground to the ones this latent asks for (a PMI readout; the end tokens are not penalised). `stop_mass` m > 0
         decides the end apart from the word: a position is [SEP] when [SEP] and [PAD] together hold probability
         >= m, else the best (or a sampled) other token -- with argmax over the whole vocabulary one end token
-        wins against many words that share the rest of the mass."""
+        wins against many words that share the rest of the mass. `given`: a condition's tokens, which a causal
+        token decoder writes in place and reads on from (the parallel readout's are put in by the caller)."""
+        if self.tok_decoder.causal:
+            if contrast > 0 or stop_mass > 0:
+                raise UserError("sample.readout_contrast and sample.stop_mass act on a parallel readout; with "
+                                "model.tok_dec_causal=true set them to 0")
+            return self.decode_left_to_right(self.decoder(z0).float(), temperature, generator, given)
         score = self.token_logits(self.decoder(z0).float())
         ends = None
         if contrast > 0 or stop_mass > 0:
@@ -485,6 +501,28 @@ class LDLM(Algorithm):
         return self.readout.to_global(local)
 
     @torch.no_grad()
+    def decode_left_to_right(self, h: torch.Tensor, temperature: float = 0.0,
+                             generator: torch.Generator | None = None, given: Given | None = None) -> torch.Tensor:
+        """Token ids [B, L] from the latent decoder's states h [B, L, D] through the causal token decoder, one
+        position at a time (KV-cached): [CLS] first, then argmax or a sample at `temperature` > 0 (inverse-CDF
+        from `generator`, as AR's tokens); `given` tokens are written where it gives them and read on from.
+        Positions after the first [SEP] are decoded too and cut later, as with the parallel readout."""
+        b, L, _ = h.shape
+        emb = self.frozen.word_embeddings()
+        ids = torch.full((b, L), self.tokenizer.cls_token_id, dtype=torch.long, device=h.device)
+        prev = torch.full((b, 1), self.tokenizer.pad_token_id, dtype=torch.long, device=h.device)
+        caches = self.tok_decoder.new_caches()
+        for i in range(L):
+            r = self.tok_decoder(h[:, i:i + 1], emb[prev], caches, start=i)
+            if i > 0:  # position 0 is [CLS] in every passage; it still goes through the caches
+                local = sample_tokens(self.readout(r[:, 0]).float(), temperature, 1.0, generator)
+                ids[:, i] = self.readout.to_global(local)
+            if given is not None:
+                ids[:, i] = torch.where(given.mask[:, i], given.ids[:, i], ids[:, i])
+            prev = ids[:, i:i + 1]
+        return ids
+
+    @torch.no_grad()
     def reconstruct_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """decode(encode(x)) by argmax [B, L]: what the autoencoder alone gives back -- the ceiling of
         any sample, since every sample goes through the same decoder."""
@@ -496,7 +534,7 @@ class LDLM(Algorithm):
         """The latents of the text that `z0` reads out as: argmax tokens, or tokens sampled at `temperature` > 0
         (a condition's own tokens where it gives them), cut after the first [SEP] past the condition, through the
         frozen LM and the encoder again. `readout`: `decode_latents`'s contrast and stop_mass."""
-        ids = self.decode_latents(z0, temperature, generator, **readout)
+        ids = self.decode_latents(z0, temperature, generator, given=given, **readout)
         last_given = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
         if given is not None:
             ids = torch.where(given.mask, given.ids, ids)
@@ -521,7 +559,7 @@ class LDLM(Algorithm):
             den = MeanGuidance(den, sc.mean_guidance, sc.round_below, clamp)
         z0 = reverse_diffusion(den, self.schedule, (num, *self.latent_shape()), sc.steps,
                                sc.solver, sc.noise_scale, generator, device, grid=sc.grid, callback=callback)
-        ids = self.decode_latents(z0, sc.decode_temperature, generator, **readout)
+        ids = self.decode_latents(z0, sc.decode_temperature, generator, given=given, **readout)
         return ids if given is None else torch.where(given.mask, given.ids, ids)
 
     def trajectory_ids(self, state):

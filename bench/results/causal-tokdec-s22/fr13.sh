@@ -1,0 +1,9 @@
+#!/bin/bash
+# four draws of 256 at noise 1.3 (beyond the reference grid: where seed 1 reaches the data's entropy), both seeds side
+# by side, one thread each; LDLM_FP32=1 as the session-17 reference
+cd /work/main
+for S in 0 1; do
+  LDLM_FP32=1 .venv/bin/ldlm frontier --ckpt runs/s22/ctd2-seed$S --steps 25 --round-below 0.1 --noise-scale 1.3 \
+      --num 256 --sample-seed 0,1,2,3 --mauve-prefix-words 20 --threads 1 --out runs/s22/fr13-ctd2-seed$S > runs/s22/fr13-$S.log 2>&1 &
+done
+wait
