@@ -6,7 +6,6 @@ import sys
 import torch
 from ldlm.evaluation import build_references
 from ldlm.generate import load_model
-import ldlm.algorithms.ldlm as L
 from ldlm.config import SampleConfig
 torch.set_num_threads(2)
 model = load_model(sys.argv[1])
