@@ -4,13 +4,13 @@ import os
 
 import pytest
 import torch
-from conftest import train_micro_run
+from conftest import ROOT, train_micro_run
 
 from ldlm.algorithms import build
 from ldlm.config import load_config
 from ldlm.errors import UserError
 
-MICRO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "micro.yaml")
+MICRO = os.path.join(ROOT, "configs", "micro.yaml")
 
 
 @pytest.fixture(scope="module")
