@@ -94,6 +94,22 @@ def micro_model_and_batch(micro_cfg, *overrides, b=6):
     return model, {"ids": ids, "mask": mask, "h": torch.randn(b, L, D)}
 
 
+def micro_token_decoder(tok, kind: str):
+    """The micro config with a two-block token decoder of `kind` ('causal' or 'masked'), in eval mode. Its output
+    layer starts at zero (the decoder starts as the identity): it gets random weights here, so that the tokens the
+    decoder reads change the logits and a test can see where they do."""
+    from ldlm.algorithms import build
+    from ldlm.config import load_config
+
+    torch.manual_seed(0)
+    cfg = load_config(os.path.join(ROOT, "configs", "micro.yaml"), ["model.tok_dec_layers=2", f"model.tok_dec_{kind}=true"])
+    model = build(cfg, tok).eval()
+    with torch.no_grad():
+        for p in model.tok_decoder.out.parameters():
+            p.normal_(0, 0.5)
+    return model
+
+
 def train_micro_run(d, max_passages: int = 60, threads: int = 1, *overrides: str):
     """`ldlm train` of the micro LDLM for 2 steps into d/'run' (its feature cache in d/'cache'), with config
     `overrides` on top: garbage samples, a real checkpoint. Returns the run folder."""

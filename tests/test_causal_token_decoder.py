@@ -4,9 +4,8 @@ import os
 
 import pytest
 import torch
-from conftest import ROOT, train_micro_run
+from conftest import ROOT, micro_token_decoder, train_micro_run
 
-from ldlm.algorithms import build
 from ldlm.config import load_config
 from ldlm.errors import UserError
 
@@ -15,14 +14,7 @@ MICRO = os.path.join(ROOT, "configs", "micro.yaml")
 
 @pytest.fixture(scope="module")
 def causal(tok):
-    torch.manual_seed(0)
-    model = build(load_config(MICRO, ["model.tok_dec_layers=2", "model.tok_dec_causal=true"]), tok).eval()
-    # the output layer starts at zero (the decoder starts as the identity): give it weights, so the tokens read
-    # before each position change the logits and the tests below can see where they do
-    with torch.no_grad():
-        for p in model.tok_decoder.out.parameters():
-            p.normal_(0, 0.5)
-    return model
+    return micro_token_decoder(tok, "causal")
 
 
 def test_position_i_sees_only_earlier_tokens(causal):

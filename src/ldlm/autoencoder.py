@@ -156,13 +156,19 @@ class TokenDecoder(nn.Module):
     left-to-right decoder conditioned on the latent decoder's states, decoded token by token at sampling
     (with `caches`, one position at a time from `start`) -- what the latents leave open is filled in
     coherently with what was already written instead of position by position.
+
+    `masked`: the blocks stay bidirectional and each position also reads the word embedding of its own token in a
+    draft of the passage, or of [MASK] where the draft has none (`tokens`), so the readout at position i is
+    p(token_i | h, the draft's other tokens): decoded in a few parallel passes at sampling, each writing the
+    positions it is surest of (mask-predict) -- non-autoregressive, yet each pass reads what the last ones wrote.
     """
 
     def __init__(self, hidden: int, seq_len: int, layers: int, width: int, heads: int, mlp_ratio: int = 4,
-                 dropout: float = 0.0, causal: bool = False):
+                 dropout: float = 0.0, causal: bool = False, masked: bool = False):
         super().__init__()
         self.layers = layers
         self.causal = causal and layers > 0
+        self.masked = masked and layers > 0
         if layers:
             self.inp = nn.Linear(hidden, width)
             self.pos = nn.Parameter(torch.zeros(seq_len, width))
@@ -172,15 +178,19 @@ class TokenDecoder(nn.Module):
             nn.init.zeros_(self.out[1].bias)
             if self.causal:
                 self.prev = nn.Linear(hidden, width)  # the previous token's (frozen) word embedding
+            if self.masked:
+                self.draft = nn.Linear(hidden, width)  # the draft's token (or [MASK]) at the position itself
 
-    def forward(self, h, prev=None, caches: list[KVCache] | None = None, start: int = 0):
-        """h [B, T, D] at positions start..start+T-1; `prev` [B, T, D] (causal only): the word embeddings of
-        the tokens before those positions."""
+    def forward(self, h, tokens=None, caches: list[KVCache] | None = None, start: int = 0):
+        """h [B, T, D] at positions start..start+T-1; `tokens` [B, T, D]: the (frozen) word embeddings of the
+        tokens before those positions (causal) or of the draft's tokens at them (masked)."""
         if not self.layers:
             return h
         x = self.inp(h) + self.pos[start:start + h.shape[1]]
         if self.causal:
-            x = x + self.prev(prev.to(x.dtype))
+            x = x + self.prev(tokens.to(x.dtype))
+        elif self.masked:
+            x = x + self.draft(tokens.to(x.dtype))
         for i, blk in enumerate(self.blocks):
             x = blk(x, causal=self.causal, cache=None if caches is None else caches[i])
         return h + self.out(x)

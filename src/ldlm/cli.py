@@ -134,6 +134,7 @@ def cmd_sample(args) -> None:
     _sample_and_print(args.ckpt, out=args.out, show=args.show, trajectory=args.trajectory, model=model, extra=extra,
                       conditions=conditions, num=args.num, steps=args.steps, grid=args.grid, seed=args.seed,
                       solver=args.solver, noise_scale=args.noise_scale, decode_temperature=args.decode_temperature,
+                      decode_iters=args.decode_iters,
                       round_below=args.round_below, round_temperature=args.round_temperature,
                       readout_contrast=args.readout_contrast, stop_mass=args.stop_mass,
                       mean_guidance=args.mean_guidance,
@@ -151,8 +152,8 @@ def add_sample(sub) -> None:
         "ldlm sample --ckpt runs/tiny --prompt 'good morrow' --suffix 'and so farewell.'  # fill the middle",
         "ldlm sample --ckpt runs/tiny --from valid --infill --num 128 --out infill.jsonl  # for `ldlm eval`",
     ], extra="A flag the checkpoint's sampler does not read is an error: LDLM (and TEncDM) read --steps --grid\n"
-             "--solver --noise-scale --decode-temperature --round-below --round-temperature --readout-contrast\n"
-             "--stop-mass --mean-guidance --guidance; MDLM --steps "
+             "--solver --noise-scale --decode-temperature --decode-iters --round-below --round-temperature\n"
+             "--readout-contrast --stop-mass --mean-guidance --guidance; MDLM --steps "
              "--temperature --top-p; AR --temperature --top-p (all: --num --batch-size --seed). AR takes a prompt,\n"
              "not a suffix.")
     s.add_argument("--ckpt", required=True, help="run folder, ckpt-<step> folder, export folder or hub id (owner/name)")
@@ -167,6 +168,8 @@ def add_sample(sub) -> None:
                    "knob (" + _from_ckpt("noise_scale") + ")")
     s.add_argument("--decode-temperature", type=float, help="LDLM: token readout temperature, 0 = argmax ("
                    + _from_ckpt("decode_temperature") + ")")
+    s.add_argument("--decode-iters", type=int, help="LDLM with a masked token decoder: its parallel passes per "
+                   "readout (" + _from_ckpt("decode_iters") + ")")
     s.add_argument("--round-below", type=float, help="LDLM: at steps below this time, read the estimate out as "
                    "text and encode it again (0 = never; " + _from_ckpt("round_below") + ")")
     s.add_argument("--round-temperature", type=float, help="LDLM: token temperature of that readout, 0 = argmax ("
@@ -234,6 +237,7 @@ def add_frontier(sub) -> None:
     f.add_argument("--temperature", help="comma list of token temperatures (AR/MDLM baselines)")
     f.add_argument("--top-p", help="comma list of nucleus sampling thresholds (baselines)")
     f.add_argument("--decode-temperature", help="comma list of LDLM readout temperatures (0 = argmax), e.g. 0,0.7")
+    f.add_argument("--decode-iters", help="comma list of a masked token decoder's passes (LDLM), e.g. 4,8,16")
     f.add_argument("--round-below", help="comma list of rounding times (LDLM; 0 = never), e.g. 0,0.1")
     f.add_argument("--round-temperature", help="comma list of rounding readout temperatures (LDLM; 0 = argmax), e.g. 0,0.7")
     f.add_argument("--readout-contrast", help="comma list of readout contrasts (LDLM; 0 = plain), e.g. 0,0.15,0.3")

@@ -60,6 +60,9 @@ class ModelConfig:
     # the token decoder reads the tokens before each position too and is decoded left to right at sampling
     # (needs tok_dec_layers > 0); its argmax/temperature are sample.decode_temperature and sample.round_temperature
     tok_dec_causal: bool = False
+    # the token decoder reads a draft of the passage too (each position's own token, or [MASK]) and is decoded in
+    # sample.decode_iters parallel passes at sampling (mask-predict: non-autoregressive); needs tok_dec_layers > 0
+    tok_dec_masked: bool = False
     readout: str = "tied"  # token readout: 'tied' (MLP then the frozen LM's word embeddings) or 'linear'
     readout_vocab: str = "corpus"  # every model's output softmax over 'corpus' (tokens seen in training + specials) or 'full'
     schedule: str = "tan"  # noise schedule: 'tan' (alpha = 1/sqrt(1 + d^2 tan^2(pi t / 2))) or 'cosine'
@@ -173,6 +176,7 @@ class SampleConfig:
     batch_size: int = 64  # samples per forward batch
     temperature: float = 1.0  # token temperature of the baselines (AR, MDLM)
     decode_temperature: float = 0.0  # LDLM token readout temperature (0 = argmax)
+    decode_iters: int = 8  # LDLM/TEncDM with model.tok_dec_masked: parallel passes of the token decoder per readout
     # LDLM/TEncDM: at the steps that start below this time, the estimate of z0 is read out as text and encoded again,
     # so the sampler goes on from the latent of a real token sequence (Diffusion-LM's rounding); 0 = never
     round_below: float = 0.0
@@ -230,7 +234,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
         "latent_len", "latent_dim", "latent_norm", "enc_layers", "enc_width", "dec_layers", "dec_width")},
     **{f"model.{k}": _CONTINUOUS for k in (
         "lm_layer", "den_layers", "den_width", "den_heads", "den_init", "tok_dec_layers", "tok_dec_width",
-        "tok_dec_causal",
+        "tok_dec_causal", "tok_dec_masked",
         "readout", "schedule", "schedule_d", "self_cond_prob", "prediction")},
     "model.width": _BASELINES,  # (model.readout_vocab applies to all: every model's softmax can be restricted)
     "model.layers": _BASELINES,
@@ -238,7 +242,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     "sample.steps": (*_CONTINUOUS, "mdlm"),
     **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid", "guidance",
                                             "round_below", "round_temperature",
-                                            "readout_contrast", "stop_mass", "mean_guidance")},
+                                            "readout_contrast", "stop_mass", "mean_guidance", "decode_iters")},
     "sample.temperature": _BASELINES,
     "sample.top_p": _BASELINES,
     "sample.cache": ("mdlm",),
@@ -480,9 +484,16 @@ def validate(cfg: Config) -> None:
            cfg.recipe.softmax_negatives) < 0:
         raise UserError("recipe.dec_noise_std, recipe.warmup_steps, recipe.softmax_negatives and "
                         "model.tok_dec_layers must be >= 0")
-    if cfg.model.tok_dec_causal and cfg.model.tok_dec_layers == 0:
-        raise UserError("model.tok_dec_causal=true needs a token decoder to make causal; set model.tok_dec_layers "
-                        "to 1 or more (e.g. 2)")
+    for kind in ("causal", "masked"):
+        if getattr(cfg.model, f"tok_dec_{kind}") and cfg.model.tok_dec_layers == 0:
+            raise UserError(f"model.tok_dec_{kind}=true needs a token decoder to make {kind}; set "
+                            "model.tok_dec_layers to 1 or more (e.g. 2)")
+    if cfg.model.tok_dec_causal and cfg.model.tok_dec_masked:
+        raise UserError("model.tok_dec_causal and model.tok_dec_masked are two ways to decode; set one of them "
+                        "to false")
+    if cfg.sample.decode_iters < 1:
+        raise UserError(f"sample.decode_iters={cfg.sample.decode_iters} must be >= 1 (passes of a masked token "
+                        "decoder)")
     if not 0.0 <= cfg.recipe.cond_prob <= 1.0:
         raise UserError(f"recipe.cond_prob={cfg.recipe.cond_prob} must be in [0, 1] (0 = no conditional training)")
     if cfg.sample.guidance < 0:

@@ -20,6 +20,7 @@ from .errors import UserError
 
 # sampling setting -> (type, short name used in labels and file names)
 SWEEPABLE = {"steps": (int, "S"), "noise_scale": (float, "ns"), "decode_temperature": (float, "dT"),
+             "decode_iters": (int, "K"),
              "round_below": (float, "rb"), "round_temperature": (float, "rT"),
              "readout_contrast": (float, "ct"), "stop_mass": (float, "sm"), "mean_guidance": (float, "mg"),
              "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
@@ -54,8 +55,9 @@ def sweep_grid(args) -> list[dict]:
     lists = {k: parse_list(getattr(args, k), typ, k.replace("_", "-"))
              for k, (typ, _) in SWEEPABLE.items() if getattr(args, k, None)}
     if not lists:
-        raise UserError("give at least one list to sweep: --steps, --noise-scale, --decode-temperature, --round-below, "
-                        "--round-temperature, --readout-contrast, --stop-mass, --mean-guidance, --temperature, --top-p or --solver")
+        raise UserError("give at least one list to sweep: --steps, --noise-scale, --decode-temperature, --decode-iters, "
+                        "--round-below, --round-temperature, --readout-contrast, --stop-mass, --mean-guidance, "
+                        "--temperature, --top-p or --solver")
     return drop_inert([dict(zip(lists, combo)) for combo in itertools.product(*lists.values())])
 
 

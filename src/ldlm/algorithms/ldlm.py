@@ -17,6 +17,8 @@ generated, not clamped, so the prompt is still honoured token for token.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -142,6 +144,9 @@ class LDLM(Algorithm):
         if L > self.frozen.max_positions:
             raise UserError(f"data.seq_len={L} is longer than the frozen LM's {self.frozen.max_positions} "
                             f"positions; use data.seq_len<={self.frozen.max_positions}")
+        if m.tok_dec_masked and tokenizer.mask_token_id is None:
+            raise UserError(f"model.tok_dec_masked=true needs a [MASK] token, which {m.lm}'s tokenizer lacks; "
+                            "set it to false or use a BERT-family frozen LM")
         D = self.frozen.hidden
         # registration order = parameter order = the optimizer state's order in checkpoints: keep it
         self.encoder = self.build_encoder(m, L, D)
@@ -155,7 +160,7 @@ class LDLM(Algorithm):
             init_from_lm(self.denoiser, self.frozen.blocks(), lm_heads, m.lm)
         self.decoder = self.build_decoder(m, L, D)
         self.tok_decoder = TokenDecoder(D, L, m.tok_dec_layers, m.tok_dec_width, m.heads, m.mlp_ratio, m.dropout,
-                                        m.tok_dec_causal)
+                                        m.tok_dec_causal, m.tok_dec_masked)
         self.readout = Readout(D, self.vocab_size, m.readout, self.frozen.word_embeddings(),
                                unk_id=tokenizer.unk_token_id or 0)
         self.timesteps = make_timesteps(cfg.recipe)
@@ -213,8 +218,13 @@ class LDLM(Algorithm):
                      local: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states [B, L, D] -> token logits over the readout vocabulary ([B, L, V], or [n, V] at `mask`);
         over its local ids `local` only, if given. A causal token decoder also reads the tokens `ids` [B, L]
-        (teacher forcing: position i sees ids[:, :i])."""
-        r = self.tok_decoder(h, self.previous_embeddings(ids)) if self.tok_decoder.causal else self.tok_decoder(h)
+        (teacher forcing: position i sees ids[:, :i]); a masked one reads `ids` as its draft (tokens or [MASK])."""
+        if self.tok_decoder.causal:
+            r = self.tok_decoder(h, self.previous_embeddings(ids))
+        elif self.tok_decoder.masked:
+            r = self.tok_decoder(h, self.frozen.word_embeddings()[ids])
+        else:
+            r = self.tok_decoder(h)
         return self.readout(r if mask is None else r[mask], local).float()
 
     def previous_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
@@ -223,21 +233,44 @@ class LDLM(Algorithm):
         prev = torch.cat([torch.full_like(ids[:, :1], self.tokenizer.pad_token_id), ids[:, :-1]], 1)
         return self.frozen.word_embeddings()[prev]
 
-    def _token_ce(self, h: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-                  accuracy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def masked_draft(self, ids: torch.Tensor, mask: torch.Tensor,
+                     partial: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(draft, scored) for a masked token decoder's CE; position 0 ([CLS]) is shown, as in decoding. Training
+        (`partial`): each row hides a share r = cos(pi/2 u), u ~ U(0, 1), of the other positions behind [MASK] (one
+        at least; the shares that decoding's cosine schedule leaves hidden) and is scored on all it hides -- the
+        [SEP] and [PAD]s after the passage too, which decoding from an all-[MASK] draft has to write itself.
+        Otherwise every other position is hidden and the passage's tokens are scored: the first pass of decoding,
+        a parallel readout."""
+        b, L = ids.shape
+        masked = torch.full_like(ids, self.tokenizer.mask_token_id)
+        masked[:, 0] = ids[:, 0]
+        if not (self.training and partial):
+            return masked, mask
+        share = torch.cos(math.pi / 2 * torch.rand(b, 1, device=ids.device))
+        hide = torch.rand(b, L, device=ids.device) < share
+        hide[torch.arange(b, device=ids.device), torch.randint(1, L, (b,), device=ids.device)] = True
+        hide[:, 0] = False
+        return torch.where(hide, masked, ids), hide
+
+    def _token_ce(self, h: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, accuracy: bool = True,
+                  partial: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """CE and accuracy (None unless `accuracy`) of the token decoder on the real tokens ([CLS] ... [SEP]).
 
         Positions after [SEP] are left out: a sample is cut at its first [SEP], so what the decoder
         puts after it never reaches text, and the vocabulary-wide softmax there would be wasted work.
         In training with recipe.softmax_negatives = K > 0 the softmax is a sampled one (`sampled_softmax`),
-        and accuracy, which would be over the sampled candidates only, is not reported (None)."""
+        and accuracy, which would be over the sampled candidates only, is not reported (None). A masked token
+        decoder reads a draft and is scored where `masked_draft` (`partial`) says."""
+        read = ids  # what a causal or masked token decoder reads besides h
+        if self.tok_decoder.masked:
+            read, mask = self.masked_draft(ids, mask, partial)
         target = self.readout.to_local(ids[mask])
         k = self.cfg.recipe.softmax_negatives
         if self.training and k > 0:
             cand, correction = sampled_softmax(target, self.readout.vocab_ids().numel(), k)
-            logits = self.token_logits(h, mask, cand, ids) - correction
+            logits = self.token_logits(h, mask, cand, read) - correction
             return F.cross_entropy(logits, torch.searchsorted(cand, target)), None
-        logits = self.token_logits(h, mask, ids=ids)
+        logits = self.token_logits(h, mask, ids=read)
         acc = (logits.argmax(-1) == target).float().mean() if accuracy else None
         return F.cross_entropy(logits, target), acc
 
@@ -348,10 +381,19 @@ class LDLM(Algorithm):
         h_hat = self.decoder(z_dec).float()
         mse = ((h_hat[mask] - h[mask]) ** 2).mean()
         # 'mse': the token loss reaches only the token decoder (stopgrad), so it cannot shape the latents
-        ce, acc = self._token_ce(h_hat.detach() if rc.decoder_loss == "mse" else h_hat, ids, mask,
-                                 accuracy=self.step_logs)
+        shaping = rc.decoder_loss != "mse"
+        masked = self.tok_decoder.masked
+        # a masked token decoder: the CE that reaches the latents is its first pass's (an all-[MASK] draft, the
+        # parallel readout's pressure) -- with partial drafts the text's context stands in for the latents, and they
+        # carry less (session 23); reading a partial draft is learned on stopgrad(h_hat) below
+        ce, acc = self._token_ce(h_hat if shaping else h_hat.detach(), ids, mask, accuracy=self.step_logs,
+                                 partial=not (masked and shaping))
         loss = rc.lambda_ce * ce
         logs = {"dec_mse": mse.detach(), "dec_ce": ce.detach()}
+        if masked and shaping:
+            draft_ce, _ = self._token_ce(h_hat.detach(), ids, mask, accuracy=False)
+            loss = loss + rc.lambda_ce * draft_ce
+            logs["draft_ce"] = draft_ce.detach()
         if acc is not None:
             logs["dec_acc"] = acc.detach()
         if rc.decoder_loss != "ce":
@@ -464,7 +506,8 @@ class LDLM(Algorithm):
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def decode_latents(self, z0: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None,
-                       contrast: float = 0.0, stop_mass: float = 0.0, given: Given | None = None) -> torch.Tensor:
+                       contrast: float = 0.0, stop_mass: float = 0.0, given: Given | None = None,
+                       iters: int | None = None) -> torch.Tensor:
         """Token ids [B, L] of latents z0: argmax of the readout, or sampled at `temperature` > 0.
 
         `contrast` c > 0 scores log p(token | z0) - c log p(token | 0), the second term being what the decoder
@@ -473,12 +516,17 @@ class LDLM(Algorithm):
         decides the end apart from the word: a position is [SEP] when [SEP] and [PAD] together hold probability
         >= m, else the best (or a sampled) other token -- with argmax over the whole vocabulary one end token
         wins against many words that share the rest of the mass. `given`: a condition's tokens, which a causal
-        token decoder writes in place and reads on from (the parallel readout's are put in by the caller)."""
-        if self.tok_decoder.causal:
+        token decoder writes in place and reads on from (the parallel readout's are put in by the caller). `iters`:
+        a masked token decoder's passes (default: the config's sample.decode_iters)."""
+        if self.tok_decoder.causal or self.tok_decoder.masked:
             if contrast > 0 or stop_mass > 0:
-                raise UserError("sample.readout_contrast and sample.stop_mass act on a parallel readout; with "
-                                "model.tok_dec_causal=true set them to 0")
-            return self.decode_left_to_right(self.decoder(z0).float(), temperature, generator, given)
+                kind = "causal" if self.tok_decoder.causal else "masked"
+                raise UserError("sample.readout_contrast and sample.stop_mass act on a one-pass readout; with "
+                                f"model.tok_dec_{kind}=true set them to 0")
+            h = self.decoder(z0).float()
+            if self.tok_decoder.causal:
+                return self.decode_left_to_right(h, temperature, generator, given)
+            return self.decode_masked(h, iters or self.cfg.sample.decode_iters, temperature, generator, given)
         score = self.token_logits(self.decoder(z0).float())
         ends = None
         if contrast > 0 or stop_mass > 0:
@@ -523,6 +571,37 @@ class LDLM(Algorithm):
         return ids
 
     @torch.no_grad()
+    def decode_masked(self, h: torch.Tensor, iters: int, temperature: float = 0.0,
+                      generator: torch.Generator | None = None, given: Given | None = None) -> torch.Tensor:
+        """Token ids [B, L] from the latent decoder's states h [B, L, D] through the masked token decoder in `iters`
+        parallel passes (mask-predict, MaskGIT's cosine schedule): the draft starts as [CLS] and [MASK]s (and the
+        `given` tokens); each pass reads the draft, proposes a token at every hidden position (argmax, or sampled
+        at `temperature` > 0) and writes the ones it gives the most probability to, so that after pass k a share
+        cos(pi/2 k / iters) of the free positions is still hidden and none after the last. Written tokens stay."""
+        b, L, _ = h.shape
+        emb = self.frozen.word_embeddings()
+        ids = torch.full((b, L), self.tokenizer.mask_token_id, dtype=torch.long, device=h.device)
+        ids[:, 0] = self.tokenizer.cls_token_id
+        if given is not None:
+            ids = torch.where(given.mask, given.ids, ids)
+        hidden = ids == self.tokenizer.mask_token_id
+        free = hidden.sum(1, keepdim=True)
+        for k in range(1, iters + 1):
+            r = self.tok_decoder(h, emb[ids])
+            logp = torch.log_softmax(self.readout(r[hidden]).float(), -1)  # the hidden positions only: [n, V]
+            local = sample_tokens(logp, temperature, 1.0, generator)
+            score = torch.full((b, L), float("inf"), device=h.device)
+            score[hidden] = logp.gather(-1, local.unsqueeze(-1)).squeeze(-1)
+            proposal = ids.clone()
+            proposal[hidden] = self.readout.to_global(local)
+            keep = (free.float() * math.cos(math.pi / 2 * k / iters)).floor().long()  # stay hidden after pass k
+            rank = score.argsort(1).argsort(1)  # the hidden positions by their proposal's probability, least sure first
+            write = hidden & (rank >= keep)
+            ids = torch.where(write, proposal, ids)
+            hidden = hidden & ~write
+        return ids
+
+    @torch.no_grad()
     def reconstruct_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """decode(encode(x)) by argmax [B, L]: what the autoencoder alone gives back -- the ceiling of
         any sample, since every sample goes through the same decoder."""
@@ -551,7 +630,7 @@ class LDLM(Algorithm):
             given = given.to(device)
             den = ClampedDenoiser(self.denoiser, *self.condition_latents(given), guidance=sc.guidance)
             clamp = den.clamp
-        readout = {"contrast": sc.readout_contrast, "stop_mass": sc.stop_mass}
+        readout = {"contrast": sc.readout_contrast, "stop_mass": sc.stop_mass, "iters": sc.decode_iters}
         if sc.round_below > 0:
             # the rounding readout reads the plain estimate; the guidance acts on the steps above it
             den = RoundedDenoiser(self, den, sc.round_below, given, sc.round_temperature, generator, **readout)
