@@ -14,6 +14,13 @@ import sys
 from .errors import UserError
 
 
+def boolean(text: str) -> bool:
+    """argparse type of a true/false flag (`config.boolean`, imported only when such a flag is given)."""
+    from .config import boolean as parse
+
+    return parse(text)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Examples kept as written; every option's default shown unless its help already says it."""
 
@@ -137,7 +144,7 @@ def cmd_sample(args) -> None:
                       decode_iters=args.decode_iters,
                       round_below=args.round_below, round_temperature=args.round_temperature,
                       readout_contrast=args.readout_contrast, stop_mass=args.stop_mass,
-                      mean_guidance=args.mean_guidance,
+                      mean_guidance=args.mean_guidance, lexicon=args.lexicon, lexicon_beam=args.lexicon_beam,
                       batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
                       guidance=args.guidance)
 
@@ -153,8 +160,8 @@ def add_sample(sub) -> None:
         "ldlm sample --ckpt runs/tiny --from valid --infill --num 128 --out infill.jsonl  # for `ldlm eval`",
     ], extra="A flag the checkpoint's sampler does not read is an error: LDLM (and TEncDM) read --steps --grid\n"
              "--solver --noise-scale --decode-temperature --decode-iters --round-below --round-temperature\n"
-             "--readout-contrast --stop-mass --mean-guidance --guidance; MDLM --steps "
-             "--temperature --top-p; AR --temperature --top-p (all: --num --batch-size --seed). AR takes a prompt,\n"
+             "--readout-contrast --stop-mass --mean-guidance --lexicon --lexicon-beam --guidance; MDLM --steps "
+             "--temperature --top-p; AR --temperature --top-p --lexicon (all: --num --batch-size --seed). AR takes a prompt,\n"
              "not a suffix.")
     s.add_argument("--ckpt", required=True, help="run folder, ckpt-<step> folder, export folder or hub id (owner/name)")
     s.add_argument("--num", type=int, help="number of samples (" + _from_ckpt("num") + ")")
@@ -180,6 +187,10 @@ def add_sample(sub) -> None:
                    "probability (0 = whichever token wins; " + _from_ckpt("stop_mass") + ")")
     s.add_argument("--mean-guidance", type=float, help="LDLM: each step's estimate z0 becomes z0 + g z0, away from "
                    "the mean latent (0 = none; " + _from_ckpt("mean_guidance") + ")")
+    s.add_argument("--lexicon", type=boolean, help="LDLM/AR: write only words the training corpus spells, true or false ("
+                   + _from_ckpt("lexicon") + ")")
+    s.add_argument("--lexicon-beam", type=int, help="LDLM with --lexicon true: beam width of its readout's search ("
+                   + _from_ckpt("lexicon_beam") + ")")
     s.add_argument("--temperature", type=float, help="AR/MDLM: token temperature (" + _from_ckpt("temperature") + ")")
     s.add_argument("--top-p", type=float, help="AR/MDLM: nucleus sampling (" + _from_ckpt("top_p") + ")")
     s.add_argument("--batch-size", type=int, help="samples per batch (" + _from_ckpt("batch_size") + ")")
@@ -244,6 +255,8 @@ def add_frontier(sub) -> None:
     f.add_argument("--stop-mass", help="comma list of end-token masses (LDLM; 0 = argmax end), e.g. 0,0.5")
     f.add_argument("--mean-guidance", help="comma list of guidance weights away from the mean latent (LDLM; 0 = none), "
                    "e.g. 0,0.3,0.6")
+    f.add_argument("--lexicon", help="comma list of true/false: write only the training corpus's words (LDLM, AR)")
+    f.add_argument("--lexicon-beam", help="comma list of the lexicon readout's beam widths (LDLM), e.g. 1,8")
     f.add_argument("--solver", help="comma list of solvers (LDLM): sde,ode")
     f.add_argument("--num", type=int, default=128, help="samples per setting")
     f.add_argument("--sample-seed", default="0", help="sampling seed, the same for every setting; a comma list "

@@ -190,6 +190,11 @@ class SampleConfig:
     # LDLM/TEncDM: guidance away from the mean latent -- each unrounded step's estimate z0 becomes z0 + g (z0 - 0),
     # 0 being the normalised latents' centre (the readout contrast's idea, on the latents); 0 = none
     mean_guidance: float = 0.0
+    # LDLM/TEncDM/AR: write only words the training split spells (WordPiece: a start token and its '##' pieces).
+    # LDLM/TEncDM decode their parallel readout (final and rounding) under it by a beam search over the same scores
+    # (sampled left to right at decode_temperature > 0); AR masks each next token to those that keep the word one
+    lexicon: bool = False
+    lexicon_beam: int = 8  # LDLM/TEncDM with sample.lexicon: beam width of that search
     top_p: float = 1.0  # nucleus sampling for the baselines
     guidance: float = 0.0  # LDLM/TEncDM with a prompt: classifier-free guidance weight w (0 = none; trained by recipe.cond_prob)
     cache: bool = True  # MDLM: reuse the network output of rows that did not change in the previous step
@@ -242,7 +247,9 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     "sample.steps": (*_CONTINUOUS, "mdlm"),
     **{f"sample.{k}": _CONTINUOUS for k in ("solver", "noise_scale", "decode_temperature", "grid", "guidance",
                                             "round_below", "round_temperature",
-                                            "readout_contrast", "stop_mass", "mean_guidance", "decode_iters")},
+                                            "readout_contrast", "stop_mass", "mean_guidance", "decode_iters",
+                                            "lexicon_beam")},
+    "sample.lexicon": (*_CONTINUOUS, "ar"),
     "sample.temperature": _BASELINES,
     "sample.top_p": _BASELINES,
     "sample.cache": ("mdlm",),
@@ -269,19 +276,24 @@ def check_keys_apply(cfg: Config, keys) -> None:
                             f"remove it from the config file/overrides")
 
 
+def boolean(value) -> bool:
+    """A YAML/CLI truth value (true/false, 1/0, yes/no, on/off) as a bool; ValueError for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"not a truth value: {value!r}")
+
+
 def _coerce(value, typ, key: str):
     """Turn a YAML/CLI value into the field's declared type, or raise a UserError naming the key."""
     try:
         if typ is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-                return False
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            raise ValueError
+            return boolean(value)
         if typ is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
@@ -491,6 +503,8 @@ def validate(cfg: Config) -> None:
     if cfg.model.tok_dec_causal and cfg.model.tok_dec_masked:
         raise UserError("model.tok_dec_causal and model.tok_dec_masked are two ways to decode; set one of them "
                         "to false")
+    if cfg.sample.lexicon_beam < 1:
+        raise UserError(f"sample.lexicon_beam={cfg.sample.lexicon_beam} must be >= 1 (the lexicon's beam width)")
     if cfg.sample.decode_iters < 1:
         raise UserError(f"sample.decode_iters={cfg.sample.decode_iters} must be >= 1 (passes of a masked token "
                         "decoder)")

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from .config import boolean
 from .errors import UserError
 
 # sampling setting -> (type, short name used in labels and file names)
@@ -23,6 +24,7 @@ SWEEPABLE = {"steps": (int, "S"), "noise_scale": (float, "ns"), "decode_temperat
              "decode_iters": (int, "K"),
              "round_below": (float, "rb"), "round_temperature": (float, "rT"),
              "readout_contrast": (float, "ct"), "stop_mass": (float, "sm"), "mean_guidance": (float, "mg"),
+             "lexicon": (boolean, "lex"), "lexicon_beam": (int, "lb"),
              "temperature": (float, "T"), "top_p": (float, "p"), "solver": (str, "")}
 CSV_METRICS = ["gen_ppl", "entropy", "mauve", "distinct1_set", "distinct2_set", "distinct3_set",
                "distinct1_within", "distinct2_within", "distinct3_within", "rep4", "mean_words", "mean_tokens",
@@ -41,7 +43,8 @@ def parse_list(text: str, typ: type, flag: str) -> list:
 
 # setting: (another setting, its value at which the first does nothing, the first's off value). A sweep keeps only
 # the off value there: the other combinations would sample the same texts under other labels.
-INERT = {"round_temperature": ("round_below", 0.0, 0.0)}  # the rounding readout's temperature without rounding
+INERT = {"round_temperature": ("round_below", 0.0, 0.0),  # the rounding readout's temperature without rounding
+         "lexicon_beam": ("lexicon", False, 8)}  # the lexicon's beam width without the lexicon (8: the default)
 
 
 def drop_inert(settings: list[dict]) -> list[dict]:
@@ -56,7 +59,7 @@ def sweep_grid(args) -> list[dict]:
              for k, (typ, _) in SWEEPABLE.items() if getattr(args, k, None)}
     if not lists:
         raise UserError("give at least one list to sweep: --steps, --noise-scale, --decode-temperature, --decode-iters, "
-                        "--round-below, --round-temperature, --readout-contrast, --stop-mass, --mean-guidance, "
+                        "--round-below, --round-temperature, --readout-contrast, --stop-mass, --mean-guidance, --lexicon, --lexicon-beam, "
                         "--temperature, --top-p or --solver")
     return drop_inert([dict(zip(lists, combo)) for combo in itertools.product(*lists.values())])
 

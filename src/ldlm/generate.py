@@ -79,6 +79,8 @@ def sample_settings(model: Algorithm, **overrides) -> SampleConfig:
         raise UserError(f"--noise-scale must be >= 0, got {sc.noise_scale}")
     if not 0.0 <= sc.round_below <= 1.0:
         raise UserError(f"--round-below must be in [0, 1] (a time of the reverse process; 0 = never), got {sc.round_below}")
+    if sc.lexicon_beam < 1:
+        raise UserError(f"--lexicon-beam must be >= 1 (the lexicon's beam width), got {sc.lexicon_beam}")
     if sc.decode_iters < 1:
         raise UserError(f"--decode-iters must be >= 1 (a masked token decoder's passes), got {sc.decode_iters}")
     if sc.round_temperature < 0:

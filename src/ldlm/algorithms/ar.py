@@ -112,14 +112,21 @@ class AR(Baseline):
         ids[:, 0] = self.cls_id
         done = torch.zeros(num, dtype=torch.bool, device=device)
         caches = self.net.new_caches() if kv_cache else None
+        lex = self.lexicon() if sc.lexicon else None
+        node = torch.zeros(num, dtype=torch.long, device=device)  # the lexicon's state: between words
         for i in range(1, L):
             if kv_cache:
                 h = self.net(ids[:, i - 1:i], causal=True, caches=caches, start=i - 1)
             else:
                 h = self.net(ids[:, :i], causal=True)
-            tok = self.net.to_global(sample_tokens(self.net.logits(h[:, -1]), sc.temperature, sc.top_p, generator))
+            logits = self.net.logits(h[:, -1])
+            if lex is not None:  # only tokens that keep the word one of the training split's
+                logits = logits.masked_fill(~lex.allowed(node), float("-inf"))
+            tok = self.net.to_global(sample_tokens(logits, sc.temperature, sc.top_p, generator))
             if given is not None:
                 tok = torch.where(given.mask[:, i], given.ids[:, i], tok)
+            if lex is not None:
+                node = lex.advance(node, self.net.to_local(tok))
             ids[:, i] = torch.where(done, self.pad_id, tok)
             done |= tok == self.sep_id
             if i == L - 1:

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from ..config import Config, SampleConfig, keys_for
-from ..data import Corpus
+from ..data import Corpus, load_corpus
+from ..lexicon import Lexicon, continuation_pieces
 
 
 class Algorithm(nn.Module):
@@ -34,6 +35,7 @@ class Algorithm(nn.Module):
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
         self.splits: dict = {}
+        self._lexicon: Lexicon | None = None  # the training split's words, built on first use (sample.lexicon)
 
     # -- data -----------------------------------------------------------------------------
     def prepare(self, corpus: Corpus, device, rows: dict | None = None) -> None:
@@ -93,12 +95,16 @@ class Algorithm(nn.Module):
 
         return param_counts(self, self.vocab_size)
 
-    def output_vocab_size(self) -> int:
-        """Tokens the output softmax runs over (`model.readout_vocab`: the corpus's, or all)."""
+    def output_vocab(self):
+        """The module of the output softmax (a `vocab.VocabSubset`: to_local, to_global, vocab_ids), or None."""
         from ..vocab import VocabSubset
 
-        heads = [m for m in self.modules() if isinstance(m, VocabSubset)]
-        return int(heads[0].allowed.sum()) if heads else self.vocab_size
+        return next((m for m in self.modules() if isinstance(m, VocabSubset)), None)
+
+    def output_vocab_size(self) -> int:
+        """Tokens the output softmax runs over (`model.readout_vocab`: the corpus's, or all)."""
+        head = self.output_vocab()
+        return int(head.allowed.sum()) if head is not None else self.vocab_size
 
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
@@ -112,6 +118,27 @@ class Algorithm(nn.Module):
     def trajectory_ids(self, state) -> torch.Tensor:
         """[num, L] token ids of a sampling state passed to `generate_ids`' callback."""
         return state
+
+    def lexicon(self, corpus: Corpus | None = None) -> Lexicon:
+        """The training split's words over the output vocabulary (`lexicon.Lexicon`), built once from `corpus` or,
+        if none is given, from the corpus the config names (read again: a checkpoint does not hold its text)."""
+        out = self.output_vocab()
+        if self._lexicon is None:
+            tok = self.tokenizer
+            if corpus is None:
+                corpus = load_corpus(self.cfg.data, tok, self.cfg.model.lm)
+
+            def loc(ids):  # global -> the output softmax's local ids, on the CPU
+                return out.to_local(torch.as_tensor(ids, device=out.allowed.device)).cpu()
+
+            cont = continuation_pieces(tok, self.vocab_size)[out.vocab_ids().cpu()]
+            specials = [i for i in (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.unk_token_id)
+                        if i is not None]
+            self._lexicon = Lexicon.from_ids(corpus.train.ids, corpus.train.mask, loc, cont,
+                                             tuple(loc(specials).tolist()),
+                                             tuple(loc([tok.sep_token_id, tok.pad_token_id]).tolist()),
+                                             int(loc([tok.pad_token_id])[0]))
+        return self._lexicon.to(out.allowed.device)
 
 
 def ids_to_text(tokenizer, ids: torch.Tensor, mask_id: int | None = None) -> tuple[list[list[int]], list[str]]:

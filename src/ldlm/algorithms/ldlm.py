@@ -507,7 +507,7 @@ class LDLM(Algorithm):
     @torch.no_grad()
     def decode_latents(self, z0: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None,
                        contrast: float = 0.0, stop_mass: float = 0.0, given: Given | None = None,
-                       iters: int | None = None) -> torch.Tensor:
+                       iters: int | None = None, lexicon_beam: int = 0) -> torch.Tensor:
         """Token ids [B, L] of latents z0: argmax of the readout, or sampled at `temperature` > 0.
 
         `contrast` c > 0 scores log p(token | z0) - c log p(token | 0), the second term being what the decoder
@@ -517,8 +517,13 @@ class LDLM(Algorithm):
         >= m, else the best (or a sampled) other token -- with argmax over the whole vocabulary one end token
         wins against many words that share the rest of the mass. `given`: a condition's tokens, which a causal
         token decoder writes in place and reads on from (the parallel readout's are put in by the caller). `iters`:
-        a masked token decoder's passes (default: the config's sample.decode_iters)."""
+        a masked token decoder's passes (default: the config's sample.decode_iters). `lexicon_beam` k > 0: the
+        readout decoded so that every word is one of the training split's (`lexicon.Lexicon.decode`, beam k); the
+        `given` tokens are written in its search."""
         if self.tok_decoder.causal or self.tok_decoder.masked:
+            if lexicon_beam > 0:
+                raise UserError("sample.lexicon acts on a parallel readout; with a causal or masked token "
+                                "decoder set it to false")
             if contrast > 0 or stop_mass > 0:
                 kind = "causal" if self.tok_decoder.causal else "masked"
                 raise UserError("sample.readout_contrast and sample.stop_mass act on a one-pass readout; with "
@@ -528,6 +533,17 @@ class LDLM(Algorithm):
                 return self.decode_left_to_right(h, temperature, generator, given)
             return self.decode_masked(h, iters or self.cfg.sample.decode_iters, temperature, generator, given)
         score = self.token_logits(self.decoder(z0).float())
+        if lexicon_beam > 0:
+            if stop_mass > 0:
+                raise UserError("sample.stop_mass and sample.lexicon both decide where the passage ends; set "
+                                "sample.stop_mass to 0 or sample.lexicon to false")
+            score = torch.log_softmax(score, -1)
+            if contrast > 0:
+                score = score - contrast * self._contrast_prior(z0)
+            forced = None if given is None else (given.mask.to(score.device),
+                                                 self.readout.to_local(given.ids.to(score.device)))
+            local = self.lexicon().decode(score, lexicon_beam, temperature, generator, forced=forced)
+            return self.readout.to_global(local)
         ends = None
         if contrast > 0 or stop_mass > 0:
             score = torch.log_softmax(score, -1)
@@ -537,8 +553,7 @@ class LDLM(Algorithm):
                 ends = score[..., stop].exp().sum(-1) >= stop_mass
                 score = score.index_fill(-1, stop, float("-inf"))
             if contrast > 0:
-                prior = torch.log_softmax(self.token_logits(self.decoder(torch.zeros_like(z0[:1])).float()), -1)
-                score = score - contrast * prior.index_fill(-1, stop, 0.0)
+                score = score - contrast * self._contrast_prior(z0)
         if temperature <= 0:
             local = score.argmax(-1)
         else:
@@ -547,6 +562,13 @@ class LDLM(Algorithm):
         if ends is not None:
             local = torch.where(ends, stop[0], local)
         return self.readout.to_global(local)
+
+    def _contrast_prior(self, z0: torch.Tensor) -> torch.Tensor:
+        """log p(token | the mean latent) [1, L, V], 0 at the end tokens (the readout contrast does not penalise them)."""
+        stop = self.readout.to_local(torch.tensor([self.tokenizer.sep_token_id, self.tokenizer.pad_token_id],
+                                                  device=z0.device))
+        prior = torch.log_softmax(self.token_logits(self.decoder(torch.zeros_like(z0[:1])).float()), -1)
+        return prior.index_fill(-1, stop, 0.0)
 
     @torch.no_grad()
     def decode_left_to_right(self, h: torch.Tensor, temperature: float = 0.0,
@@ -630,7 +652,8 @@ class LDLM(Algorithm):
             given = given.to(device)
             den = ClampedDenoiser(self.denoiser, *self.condition_latents(given), guidance=sc.guidance)
             clamp = den.clamp
-        readout = {"contrast": sc.readout_contrast, "stop_mass": sc.stop_mass, "iters": sc.decode_iters}
+        readout = {"contrast": sc.readout_contrast, "stop_mass": sc.stop_mass, "iters": sc.decode_iters,
+                   "lexicon_beam": sc.lexicon_beam if sc.lexicon else 0}
         if sc.round_below > 0:
             # the rounding readout reads the plain estimate; the guidance acts on the steps above it
             den = RoundedDenoiser(self, den, sc.round_below, given, sc.round_temperature, generator, **readout)
