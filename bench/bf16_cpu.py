@@ -3,9 +3,10 @@
     .venv/bin/python bench/bf16_cpu.py --out bench/results/bf16-cpu
 
 Times an n x n x n product in each dtype on 1 thread and on all usable cores, and writes
-bf16-cpu.json / .md with the machine, whether ldlm.precision.native_bf16 says the CPU has bf16
-hardware, and GFLOP/s. On a CPU without AVX512-BF16 or AMX, torch emulates bf16 products; that
-is why train.bf16 and the feature pass fall back to fp32 there (src/ldlm/precision.py).
+bf16-cpu.json / .md with the machine, whether ldlm.precision.native_bf16 says bf16 pays on the CPU,
+and GFLOP/s. On a CPU without AVX512-BF16 or AMX, torch emulates bf16 products; with AVX512-BF16 alone
+they measured slower than fp32 too (bench/results/precision-step-s24/): train.bf16, the feature pass and
+the evaluator fall back to fp32 on any CPU without AMX (src/ldlm/precision.py).
 """
 from __future__ import annotations
 

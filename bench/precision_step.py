@@ -14,7 +14,7 @@ slow in bf16.
 Each round runs `--steps` units of each mode in turn, so a neighbour's load on a shared machine falls on every mode
 alike (timing the modes one after another, minutes apart, measured the machine as much as the precision). Reports
 each mode's median seconds and tokens/s, and its speed against the same pass in fp32. Only meaningful on a CPU with
-native bf16 (AVX512-BF16/AMX) or a GPU: elsewhere bf16 is emulated and far slower (bench/bf16_cpu.py). Writes
+AVX512-BF16 or AMX or on a GPU: elsewhere bf16 is emulated and far slower (bench/bf16_cpu.py). Writes
 precision-<part>-<config>.{json,md}.
 """
 from __future__ import annotations
@@ -135,8 +135,8 @@ def main(argv=None) -> dict:
              f"start {machine.get('loadavg_1_5_15')}", f"- date: {machine['date']}; commit {machine['commit']}",
              f"- {batch} × {length} tokens a unit; {a.rounds} interleaved rounds × {a.steps} units per mode", ""]
     if not res["native_bf16"]:
-        lines += ["- **this device emulates bf16** (no AVX512-BF16/AMX): ldlm runs fp32 here, whatever "
-                  "`train.bf16` says; the bf16 rows only show the emulation's cost", ""]
+        lines += ["- **ldlm runs fp32 on this device** (no AMX: bf16 emulated, or AVX512-BF16 alone, which measured "
+                  "slower than fp32), whatever `train.bf16` says; the bf16 rows show what bf16 would cost", ""]
     lines += ["| mode | s/unit (median) | IQR | tokens/s | vs the same pass in fp32 |", "|---|---|---|---|---|"]
     for n, row in rows.items():
         s = row["step_s"]

@@ -771,4 +771,4 @@ def test_precision_step_times_each_mode_interleaved_and_restores_the_attention_s
     rows = {line.split(" | ")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
     assert set(want) <= set(rows)
     assert all(rows[m].endswith("| 1.00× |") for m in want if "bf16" not in m)  # each pass against its fp32 self
-    assert res["native_bf16"] is native_bf16("cpu") and ("emulates bf16" in md) is not res["native_bf16"]
+    assert res["native_bf16"] is native_bf16("cpu") and ("ldlm runs fp32 on this device" in md) is not res["native_bf16"]

@@ -152,7 +152,7 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW weight decay
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
     ema: float = 0.999  # EMA decay of the trained weights (used for sampling)
-    bf16: bool = True  # bf16 autocast where bf16 runs in hardware (GPUs, CPUs with AVX512-BF16/AMX); fp32 elsewhere
+    bf16: bool = True  # bf16 autocast where bf16 beats fp32 (GPUs, CPUs with AMX: precision.py); fp32 elsewhere
     seed: int = 0  # seed of initialisation, batches and noise
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
     log_every: int = 10  # steps between metrics-log lines

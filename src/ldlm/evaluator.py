@@ -175,7 +175,7 @@ class Evaluator:
         # what was loaded, exactly: the package pin, or the hub commit the files came from
         self.revision = SMOLLM2_PIN if name == SMOLLM2 else getattr(self.model.config, "_commit_hash", None)
         self.model.to(device).eval().requires_grad_(False)
-        # bf16 is fast on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere fp32 is faster
+        # bf16 is fast on GPUs and on CPUs with AMX; elsewhere fp32 is faster (precision.py)
         if bf16 is None:
             bf16 = native_bf16(device)
         self.bf16 = bool(bf16)

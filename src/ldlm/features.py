@@ -59,7 +59,7 @@ def compute_features(lm: FrozenLM, ids: torch.Tensor, mask: torch.Tensor, batch_
     from tqdm import tqdm
 
     out = torch.empty(ids.shape[0], ids.shape[1], lm.hidden, dtype=torch.float16)
-    use_bf16 = native_bf16(device)  # a CPU without bf16 hardware runs it ~50x slower than fp32 (precision.py)
+    use_bf16 = native_bf16(device)  # a CPU without AMX runs bf16 slower than fp32, up to ~50x (precision.py)
     for i in tqdm(range(0, ids.shape[0], batch_size), desc=desc, unit="batch", leave=False,
                   disable=os.environ.get("LDLM_QUIET") == "1"):
         x, m = ids[i: i + batch_size].to(device), mask[i: i + batch_size].to(device)

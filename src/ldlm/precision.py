@@ -1,9 +1,12 @@
-"""bf16 autocast, and whether the hardware runs bf16 natively.
+"""bf16 autocast, and whether the hardware runs bf16 fast enough to use it.
 
 A CPU without AVX512-BF16 or AMX instructions (an AVX2-only AMD EPYC, say) emulates bf16 matrix
 products: on such a machine one core ran a 512-cube product at 1.2 GFLOP/s in bf16 against 65 in fp32
-(bench/bf16_cpu.py, bench/results/bf16-cpu.md). So the trainer's `train.bf16` and the feature pass use
-bf16 only where `native_bf16` says it pays, and fp32 elsewhere.
+(bench/bf16_cpu.py, bench/results/bf16-cpu.md). AVX512-BF16 alone is not enough either: on a Xeon with it and
+without AMX the same product ran at 0.59x fp32's speed (2 threads) and tiny's training step at 0.68x
+(bench/results/precision-step-s24/), where an AMX Xeon ran the product at 4.1x and the step at 1.18-1.28x
+(bench/results/bf16-xeon-s16/, precision-step-s17/). So the trainer's `train.bf16`, the feature pass and the
+evaluator use bf16 only where `native_bf16` says it pays -- AMX on CPU, any GPU -- and fp32 elsewhere.
 
 `LDLM_FP32=1` in the environment makes `native_bf16` say no everywhere: the feature pass, training and the
 evaluator then run fp32 on any machine, so a number measured on an fp32-only CPU can be reproduced on one with
@@ -41,14 +44,14 @@ def _cpu_flags() -> frozenset[str]:
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """True where bf16 matrix products run in hardware: any CUDA device, or a CPU with AVX512-BF16 or AMX
-    (False everywhere under `LDLM_FP32=1`)."""
+    """True where bf16 matrix products run faster than fp32's: any CUDA device, or a CPU with AMX (not one with
+    AVX512-BF16 alone, module docstring). False everywhere under `LDLM_FP32=1`."""
     if os.environ.get("LDLM_FP32") == "1":
         return False
     kind = torch.device(device).type
     if kind == "cuda":
         return True
-    return kind == "cpu" and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+    return kind == "cpu" and "amx_bf16" in _cpu_flags()
 
 
 def autocast(device: torch.device | str, enabled: bool):

@@ -138,7 +138,7 @@ class Trainer:
         self.dist = du.init(want)
         self.quiet = quiet or os.environ.get("LDLM_QUIET") == "1" or not self.dist.main
         self.device = pick_device(tc.device, self.dist.local_rank)
-        # train.bf16 asks for bf16 autocast; a CPU that emulates bf16 (no AVX512-BF16/AMX) gets fp32 (precision.py)
+        # train.bf16 asks for bf16 autocast; a CPU without AMX gets fp32, which is faster there (precision.py)
         self.bf16 = tc.bf16 and native_bf16(self.device)
         self.resume_from = None
         if self.out.exists() and any(self.out.glob("ckpt-*")):
