@@ -3,7 +3,7 @@
 A CPU without AVX512-BF16 or AMX instructions (an AVX2-only AMD EPYC, say) emulates bf16 matrix
 products: on such a machine one core ran a 512-cube product at 1.2 GFLOP/s in bf16 against 65 in fp32
 (bench/bf16_cpu.py, bench/results/bf16-cpu.md). AVX512-BF16 alone is not enough either: on a Xeon with it and
-without AMX the same product ran at 0.59x fp32's speed (2 threads) and tiny's training step at 0.68x
+without AMX the same product ran at 0.59x fp32's speed (2 threads) and tiny's training step at 0.70x
 (bench/results/precision-step-s24/), where an AMX Xeon ran the product at 4.1x and the step at 1.18-1.28x
 (bench/results/bf16-xeon-s16/, precision-step-s17/). So the trainer's `train.bf16`, the feature pass and the
 evaluator use bf16 only where `native_bf16` says it pays -- AMX on CPU, any GPU -- and fp32 elsewhere.
