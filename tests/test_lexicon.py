@@ -148,15 +148,17 @@ def test_forced_tokens_are_written_even_where_the_lexicon_has_no_word():
     assert allowed(out[1, 3:].tolist(), VOCAB) or out[1, 3] in (8, 9, 10)  # goes on from the prompt
 
 
+def walk(model, lex, tokens) -> tuple[int, int]:
+    """(how many of a sample's tokens the lexicon would not have allowed where they stand, the state it ends in)."""
+    node, bad = 0, 0
+    for t in model.output_vocab().to_local(torch.tensor(tokens, dtype=torch.long)).tolist():
+        bad += not bool(lex.allowed(torch.tensor([node]))[0, t])
+        node = int(lex.advance(torch.tensor([node]), torch.tensor([t]))[0])
+    return bad, node
+
+
 def violations(model, lex, records) -> int:
-    """Tokens of the samples that the lexicon would not have allowed where they stand."""
-    n = 0
-    for r in records:
-        node = 0
-        for t in model.output_vocab().to_local(torch.tensor(r["tokens"], dtype=torch.long)).tolist():
-            n += not bool(lex.allowed(torch.tensor([node]))[0, t])
-            node = int(lex.advance(torch.tensor([node]), torch.tensor([t]))[0])
-    return n
+    return sum(walk(model, lex, r["tokens"])[0] for r in records)
 
 
 def test_ldlm_samples_with_the_lexicon_spell_only_training_words(tmp_path):
@@ -170,10 +172,8 @@ def test_ldlm_samples_with_the_lexicon_spell_only_training_words(tmp_path):
     for kw in ({}, {"decode_temperature": 1.0}):  # the beam, and sampling left to right
         recs = generate(model, num=6, steps=3, seed=0, lexicon=True, lexicon_beam=4, round_below=0.5, **kw)
         for r in recs:  # every word of every sample is a path to a whole word of the training split's trie
-            node = 0
-            for t in model.output_vocab().to_local(torch.tensor(r["tokens"])).tolist():
-                assert bool(lex.allowed(torch.tensor([node]))[0, t]), r["text"]
-                node = int(lex.advance(torch.tensor([node]), torch.tensor([t]))[0])
+            bad, node = walk(model, lex, r["tokens"])
+            assert bad == 0, r["text"]
             if len(r["tokens"]) < model.cfg.data.seq_len - 2 or not kw:  # not cut at L: it ends on a whole word
                 assert bool(lex.terminal[node]), r["text"]
     # without it the same model writes what the lexicon would not (so the check above is not empty)
@@ -195,12 +195,10 @@ def test_ar_samples_with_the_lexicon_spell_only_training_words(tmp_path):
                  f"data.cache_dir={tmp_path / 'cache'}", "data.max_passages=60"]) == 0
     model = load_model(str(tmp_path / "ar"), device="cpu")
     lex = model.lexicon()
-    recs = generate(model, num=8, seed=0, lexicon=True, temperature=1.0)
-    for r in recs:
-        node = 0
-        for t in model.output_vocab().to_local(torch.tensor(r["tokens"])).tolist():
-            assert bool(lex.allowed(torch.tensor([node]))[0, t]), r["text"]
-            node = int(lex.advance(torch.tensor([node]), torch.tensor([t]))[0])
+    assert violations(model, lex, generate(model, num=8, seed=0, lexicon=True, temperature=1.0)) == 0
+    assert violations(model, lex, generate(model, num=8, seed=0, temperature=1.0)) > 0  # and without it, some
+    with pytest.raises(UserError, match="does not apply"):
+        generate(model, num=2, lexicon_beam=4)  # AR has no readout to search
 
 
 def test_the_lexicon_flags_on_the_command_line(tmp_path, capsys):
