@@ -107,11 +107,11 @@ class Lexicon:
         return ok | (hits > 0)
 
     def advance(self, node: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
-        """The state [B] after writing `tok` [B] in state `node` [B]; a token the lexicon does not allow there (a
-        prompt's) leaves the search between words."""
-        hit = self.child_tok[node] == tok[:, None]
-        child = self.child_node[node].gather(1, hit.int().argmax(1, keepdim=True)).squeeze(1)
-        return torch.where(hit.any(1), child, self.start_node[tok].clamp_min(ROOT))
+        """The state after writing `tok` in state `node` (tensors of one shape); a token the lexicon does not allow
+        there (a prompt's) leaves the search between words."""
+        hit = self.child_tok[node] == tok[..., None]
+        child = self.child_node[node].gather(-1, hit.int().argmax(-1, keepdim=True)).squeeze(-1)
+        return torch.where(hit.any(-1), child, self.start_node[tok].clamp_min(ROOT))
 
     @torch.no_grad()
     def decode(self, logp: torch.Tensor, beam: int = 8, temperature: float = 0.0,
@@ -135,7 +135,7 @@ class Lexicon:
         for i in range(first, L):
             lp = logp[:, i].float()  # [B, V]
             at_end = node == END
-            ctok, cnode = self.child_tok[node], self.child_node[node]  # [B, k, W]
+            ctok = self.child_tok[node]  # [B, k, W]
             # a new word where the current one is whole [B, k, V]; a continuation of the current one [B, k, W]
             start = (score[..., None] + lp[:, None, :]).masked_fill(
                 ~is_start | ~(self.terminal[node] & ~at_end)[..., None], float("-inf"))
@@ -149,22 +149,14 @@ class Lexicon:
                 new_score, pick = cand.topk(k, -1)
             parent, j = pick // (V + width), pick % (V + width)
             c = (j - V).clamp_min(0)
-            ptok, pnode = ctok[rows, parent], cnode[rows, parent]  # [B, k, W] of each pick's parent
-            tok = torch.where(j < V, j, ptok.gather(2, c[..., None]).squeeze(-1))
-            nxt = torch.where(j < V, self.start_node[j.clamp_max(V - 1)], pnode.gather(2, c[..., None]).squeeze(-1))
-            if forced is not None and bool(forced[0][:, i].any()):
-                f, want = forced[0][:, i], forced[1][:, i]
-                hit = ctok == want[:, None, None]  # the prompt's token continues the beam's word
-                via_child = cnode.gather(2, hit.long().argmax(2, keepdim=True)).squeeze(-1)
-                fnode = torch.where(hit.any(2), via_child, self.start_node[want][:, None].clamp_min(ROOT).expand(b, k))
-                fscore = score + lp.gather(1, want[:, None])
-                fr = f[:, None]
-                new_score = torch.where(fr, fscore, new_score)
+            tok = torch.where(j < V, j, ctok[rows, parent].gather(2, c[..., None]).squeeze(-1))
+            if forced is not None and bool(forced[0][:, i].any()):  # every beam writes the prompt's token
+                fr, want = forced[0][:, i, None], forced[1][:, i, None]
+                new_score = torch.where(fr, score + lp.gather(1, want), new_score)
                 parent = torch.where(fr, torch.arange(k, device=dev).expand(b, k), parent)
-                tok = torch.where(fr, want[:, None].expand(b, k), tok)
-                nxt = torch.where(fr, fnode, nxt)
+                tok = torch.where(fr, want.expand(b, k), tok)
             hist = torch.cat([hist[rows, parent], tok[..., None]], -1)
-            score, node = new_score, nxt
+            score, node = new_score, self.advance(node.gather(1, parent), tok)
         # the passage must not stop inside a word, where a whole one is on offer
         final = score.masked_fill(~self.terminal[node], float("-inf"))
         final = torch.where(torch.isfinite(final).any(1, keepdim=True), final, score)
