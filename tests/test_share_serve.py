@@ -311,7 +311,9 @@ def test_server_api_caps_and_errors(server, model, monkeypatch):
     assert status == 200 and b'id="generate"' in page and "script-src 'self'" in headers["Content-Security-Policy"]
     info = json.loads(call(base + "/api/info")[1])
     assert [c["key"] for c in info["controls"]] == ["num", "steps", "noise_scale", "solver", "grid", "readout_contrast",
-                                                      "stop_mass", "mean_guidance", "seed"]
+                                                      "stop_mass", "mean_guidance", "lexicon", "lexicon_beam", "seed"]
+    lex = next(c for c in info["controls"] if c["key"] == "lexicon")
+    assert lex["type"] == "bool" and lex["default"] is False and lex["min"] is None
     assert info["limits"] == {"max_num": 3, "max_steps": 10, "queue": 1, "length": 32}
 
     status, body, _ = call(base + "/api/generate", {"num": 2, "steps": 5, "seed": 3, "noise_scale": 0.8})
@@ -323,13 +325,19 @@ def test_server_api_caps_and_errors(server, model, monkeypatch):
     res = json.loads(call(base + "/api/generate", {"num": 2, "steps": 5, "seed": 3, **knobs})[1])
     assert res["samples"] == [r["text"] for r in generate(model, num=2, steps=5, seed=3, **knobs)]
     assert res["samples"] != [r["text"] for r in generate(model, num=2, steps=5, seed=3)]
+    lexicon = {"lexicon": True, "lexicon_beam": 4}  # a JSON boolean reaches the sampler as one
+    res = json.loads(call(base + "/api/generate", {"num": 3, "steps": 5, "seed": 3, **lexicon})[1])
+    assert res["samples"] == [r["text"] for r in generate(model, num=3, steps=5, seed=3, **lexicon)]
+    assert res["samples"] != [r["text"] for r in generate(model, num=3, steps=5, seed=3)]
 
     for bad, fragment in (({"num": 4}, "between 1 and 3 (this server's limit)"),
                           ({"steps": 11}, "between 1 and 10"), ({"steps": 2.5}, "whole number"),
                           ({"noise_scale": "lots"}, "must be a number"),
                           ({"stop_mass": 1.5}, "end mass must be between 0.0 and 1.0"), ({"temperature": 1.0}, "cannot be set"),
                           ({"checkpoint": "/etc/passwd"}, "cannot be set"), ({"solver": "rk4"}, "sde, ode"),
-                          ({"seed": None}, "seed is empty"), ([1, 2], "JSON object")):
+                          ({"seed": None}, "seed is empty"), ([1, 2], "JSON object"),
+                          ({"lexicon": "false"}, "training words only must be true or false, got 'false'"),
+                          ({"lexicon": 1}, "must be true or false"), ({"lexicon_beam": 0}, "between 1 and 32")):
         status, body, _ = call(base + "/api/generate", bad)
         msg = json.loads(body)["error"]
         assert status == 400 and fragment in msg and "\n" not in msg and "Traceback" not in msg, (bad, msg)
@@ -437,6 +445,20 @@ def test_page_in_headless_chromium(model, tmp_path, monkeypatch):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20000
         if os.environ.get("LDLM_SCREENSHOT"):
             shutil.copy(shot, os.environ["LDLM_SCREENSHOT"])
+
+        box = driver.find_element(By.ID, "in-lexicon")  # a checkbox, sent as a JSON boolean
+        assert box.get_attribute("type") == "checkbox" and not box.is_selected()
+        box.click()
+        set_field("lexicon_beam", 4)
+        before = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#samples li")]
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#samples li")] != before)
+        lexicon = generate(model, num=4, steps=12, seed=0, lexicon=True, lexicon_beam=4)
+        assert [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#samples li")] == [r["text"] for r in lexicon]
+        assert "lexicon true, lexicon_beam 4" in driver.find_element(By.ID, "status").text
+        box.click()  # unticked again: the first samples come back
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#samples li")] == before)
     finally:
         driver.quit()
         srv.shutdown()

@@ -48,6 +48,8 @@ CONTROLS = {
                          "0: plain readout; more: words this latent asks for over common ones (more varied, less fluent)"),
     "stop_mass": ("end mass", float, 0.0, 1.0, "0: plain readout; m: a position ends the text when the end tokens hold >= m"),
     "mean_guidance": ("mean guidance", float, 0.0, 2.0, "0: none; g: each step's estimate pushed away from the mean latent"),
+    "lexicon": ("training words only", bool, None, None, "on: only words the training text spells"),
+    "lexicon_beam": ("lexicon beam", int, 1, 32, "beam width of that search (with training words only)"),
     "temperature": ("temperature", float, 0.05, 2.0, "token temperature"),
     "top_p": ("top-p", float, 0.05, 1.0, "nucleus sampling threshold"),
     "seed": ("seed", int, 0, 2**31 - 1, "same seed and settings: same texts"),
@@ -109,6 +111,11 @@ class Service:
             if typ is str:
                 if v not in CHOICES[k]:
                     raise UserError(f"{label} must be one of {', '.join(CHOICES[k])}")
+                out[k] = v
+                continue
+            if typ is bool:  # JSON true/false only: "false" or 0 would read as a different setting than meant
+                if not isinstance(v, bool):
+                    raise UserError(f"{label} must be true or false, got {v!r}")
                 out[k] = v
                 continue
             if v is None:

@@ -32,6 +32,10 @@ function field(c) {
       input.appendChild(o);
     }
     input.value = c.default;
+  } else if (c.type === "bool") {
+    input = document.createElement("input");
+    input.type = "checkbox";
+    input.checked = c.default;
   } else {
     input = document.createElement("input");
     input.type = "number";
@@ -45,7 +49,7 @@ function field(c) {
   input.dataset.type = c.type;
   label.appendChild(input);
   const hint = document.createElement("small");
-  hint.textContent = c.choices ? c.help : `${c.min} – ${c.max}`;
+  hint.textContent = c.choices || c.type === "bool" ? c.help : `${c.min} – ${c.max}`;
   label.appendChild(hint);
   return label;
 }
@@ -73,7 +77,8 @@ function readForm() {
   for (const el of $("controls").elements) {
     if (!el.name) continue;
     const raw = el.value.trim();
-    if (el.dataset.type === "str") body[el.name] = raw;
+    if (el.dataset.type === "bool") body[el.name] = el.checked;
+    else if (el.dataset.type === "str") body[el.name] = raw;
     else body[el.name] = raw === "" ? null : (Number.isNaN(Number(raw)) ? raw : Number(raw));
   }
   return body;
