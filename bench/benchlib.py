@@ -185,6 +185,13 @@ def write_json(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
+def write_report(dest: Path, stem: str, res: dict, markdown: str) -> None:
+    """`dest/<stem>.json` (the numbers) and `dest/<stem>.md` (their table), and say where."""
+    write_json(dest / f"{stem}.json", res)
+    (dest / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    log(f"written: {dest / (stem + '.json')}")
+
+
 # ---------------------------------------------------------------- training runs
 # keys that may differ between a run and its resume without changing what is trained
 IGNORED_KEYS = {("train", "threads"), ("train", "device"), ("data", "cache_dir"), ("train", "keep_last"),

@@ -126,10 +126,7 @@ def main(argv=None) -> dict:
            "evaluator_load_s": evaluator_load(threads, a.load_repeats),
            "adamw_step_s": adamw_step(model, a.repeats), "snapshot_s": snapshot(model, a.repeats),
            "feature_rows": feature_rows(cfg)}
-    out = Path(a.out)
-    B.write_json(out / "overheads.json", res)
-    (out / "overheads.md").write_text(markdown(res), encoding="utf-8")
-    B.log(f"written: {out / 'overheads.json'}")
+    B.write_report(Path(a.out), "overheads", res, markdown(res))
     return res
 
 

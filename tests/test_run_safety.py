@@ -465,6 +465,50 @@ def test_only_the_rows_a_run_reads_are_computed_and_the_rest_on_demand(tmp_path,
     assert torch.equal(got[0], got[1]) and again.stores["train"].count == 9
 
 
+def test_the_feature_pass_skips_padding_only_where_the_model_never_reads_it():
+    """`pad_zero`: rows run in order of length, each batch cut to its longest row, padding positions zero; real
+    positions as the full pass gives them, each row where it was. LDLM asks for it unless a bidirectional token
+    decoder reads padding positions (and TEncDM, whose latents are every position's states): with it, the
+    training loss is the same whatever the padding positions hold; without it, it is not."""
+    import ldlm.features as F
+    from ldlm.algorithms import build
+    from ldlm.data import build_corpus
+    from ldlm.frozen_lm import FrozenLM, load_tokenizer
+
+    tok = load_tokenizer("minilm")
+    cfg = load_config(MICRO, ["data.max_passages=120"])
+    corpus, lm = build_corpus(cfg.data, tok, "minilm"), FrozenLM("minilm")
+    ids, mask = corpus.train.ids[:40], corpus.train.mask[:40]
+    L = ids.shape[1]
+    assert mask.sum(1).unique().numel() > 5 and not mask.all()  # rows of many lengths, some padded
+    widths, real = [], lm.raw_features
+    lm.raw_features = lambda x, m: widths.append(x.shape[1]) or real(x, m)
+    full = F.compute_features(lm, ids, mask, batch_size=8).float()
+    assert widths == [L] * 5
+    widths.clear()
+    cut = F.compute_features(lm, ids, mask, batch_size=8, pad_zero=True).float()
+    assert len(widths) == 5 and min(widths) < max(widths) <= L
+    assert torch.allclose(cut[mask], full[mask], atol=1e-2) and (cut[~mask] == 0).all() and (full[~mask] != 0).any()
+    h = F.feature_key("lm", -1, ids, mask)
+    assert F.feature_key("lm", -1, ids, mask, pad_zero=False) == h != F.feature_key("lm", -1, ids, mask, pad_zero=True)
+
+    batch = {"ids": ids[:8], "mask": mask[:8], "h": torch.randn(8, L, lm.hidden, generator=torch.Generator().manual_seed(0))}
+    other = {**batch, "h": torch.where(batch["mask"].unsqueeze(-1), batch["h"], torch.randn(batch["h"].shape))}
+    for overrides, reads in (([], False), (["model.tok_dec_layers=1", "model.tok_dec_causal=true"], False),
+                             (["model.tok_dec_layers=1"], True)):
+        torch.manual_seed(0)
+        model = build(load_config(MICRO, overrides), tok)
+        assert model.reads_padding_states() == reads
+        if model.tok_decoder.layers:  # its output layer starts at zero (the identity): make the blocks count
+            torch.nn.init.normal_(model.tok_decoder.out[1].weight, std=0.1)
+        losses = []
+        for b in (batch, other):
+            torch.manual_seed(1)
+            losses.append(model.loss(b, model.schedule_steps())[0].item())
+        assert (losses[0] != losses[1]) == reads, (overrides, losses)
+    assert build(load_config(str(ROOT / "configs" / "micro-tencdm.yaml")), tok).reads_padding_states()
+
+
 def test_validation_batches_and_the_rows_a_run_draws():
     from ldlm.data import BatchIterator
     from ldlm.trainer import validation_batches

@@ -44,28 +44,44 @@ def _tensor_hash(t) -> str:
     return hashlib.sha256(torch.as_tensor(t).contiguous().cpu().numpy().tobytes()).hexdigest()
 
 
-def feature_key(lm_hash: str, layer: int, ids, mask, content: str | None = None, compute: str = "fp32") -> str:
+def feature_key(lm_hash: str, layer: int, ids, mask, content: str | None = None, compute: str = "fp32",
+                pad_zero: bool = False) -> str:
     """The cache key of a split's features. `content` stands in for the ids of memory-mapped splits; `compute`
-    is the precision the LM ran in ('bf16' or 'fp32': the features differ by more than their fp16 storage)."""
+    is the precision the LM ran in ('bf16' or 'fp32': the features differ by more than their fp16 storage);
+    `pad_zero`: padding positions hold zeros, not the LM's states there (`compute_features`)."""
     parts = {"format": FORMAT, "lm": lm_hash, "layer": layer, "dtype": "float16", "compute": compute,
              "content": content or (_tensor_hash(ids), _tensor_hash(mask)), "shape": list(ids.shape)}
+    if pad_zero:  # only then, so that the entries written before this choice existed keep their keys
+        parts["pad"] = "zero"
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
 @torch.no_grad()
 def compute_features(lm: FrozenLM, ids: torch.Tensor, mask: torch.Tensor, batch_size: int = 128,
-                     device: str = "cpu", desc: str = "frozen LM features") -> torch.Tensor:
-    """Raw (unnormalised) features for a whole split, fp16 on the CPU; with a progress bar."""
+                     device: str = "cpu", desc: str = "frozen LM features", pad_zero: bool = False) -> torch.Tensor:
+    """Raw (unnormalised) features for a whole split, fp16 on the CPU; with a progress bar.
+
+    `pad_zero` (for a model that never reads padding positions): rows are run in order of length, each batch
+    cut to its longest row, and padding positions hold zeros -- ~12 % less work on the demo's passages, whose
+    real tokens fill 86 % of the rows. Real positions get the same states either way (the LM's attention
+    ignores padding keys; fp32 rounding aside)."""
     from tqdm import tqdm
 
-    out = torch.empty(ids.shape[0], ids.shape[1], lm.hidden, dtype=torch.float16)
+    n, L = ids.shape
+    out = (torch.zeros if pad_zero else torch.empty)(n, L, lm.hidden, dtype=torch.float16)
+    ends = torch.where(mask.bool(), torch.arange(1, L + 1), 0).amax(1) if n else torch.zeros(0, dtype=torch.long)
+    order = torch.argsort(ends, stable=True) if pad_zero else torch.arange(n)
     use_bf16 = native_bf16(device)  # a CPU without AMX runs bf16 slower than fp32, up to ~50x (precision.py)
-    for i in tqdm(range(0, ids.shape[0], batch_size), desc=desc, unit="batch", leave=False,
+    for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False,
                   disable=os.environ.get("LDLM_QUIET") == "1"):
-        x, m = ids[i: i + batch_size].to(device), mask[i: i + batch_size].to(device)
+        rows = order[i: i + batch_size]
+        width = max(1, int(ends[rows].max())) if pad_zero else L
+        x, m = ids[rows, :width].to(device), mask[rows, :width].to(device)
         with autocast(device, use_bf16):
             h = lm.raw_features(x, m)
-        out[i: i + batch_size] = h.to("cpu", torch.float16)
+        if pad_zero:
+            h = h * m.unsqueeze(-1).to(h.dtype)
+        out[rows, :width] = h.to("cpu", torch.float16)
     return out
 
 
@@ -170,7 +186,8 @@ def _load(good: list[tuple[Path, torch.Tensor]], shape, hidden: int) -> tuple[Fe
 
 
 def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str = "cpu",
-                    describe: dict | None = None, rows: torch.Tensor | None = None) -> FeatureStore:
+                    describe: dict | None = None, rows: torch.Tensor | None = None,
+                    pad_zero: bool = False) -> FeatureStore:
     """The features of rows `rows` (all if None) of a split, from the cache entry `root/features/<key>/`.
 
     An entry is a folder of parts (`part-NNNNN.safetensors`: the row numbers and their fp16 features), written
@@ -194,7 +211,7 @@ def cached_features(lm: FrozenLM, ids, mask, root: Path, key: str, device: str =
         todo = want[~store.held[want]]
         if todo.numel() == 0:
             return store
-        feats = compute_features(lm, ids[todo], mask[todo], device=device)
+        feats = compute_features(lm, ids[todo], mask[todo], device=device, pad_zero=pad_zero)
         store.add(todo, feats)
         parts = _parts(entry)
         part = entry / f"part-{int(parts[-1].stem.split('-')[1]) + 1 if parts else 0:05d}.safetensors"
@@ -226,8 +243,10 @@ class CorpusFeatures:
     'train_order' (the order the run draws training rows in) names the normalisation sample: its first NORM_ROWS
     rows, else the split's first ones."""
 
-    def __init__(self, lm: FrozenLM, corpus, data_cfg, device, rows: dict[str, torch.Tensor] | None = None):
+    def __init__(self, lm: FrozenLM, corpus, data_cfg, device, rows: dict[str, torch.Tensor] | None = None,
+                 pad_zero: bool = False):
         self.lm = lm
+        self.pad_zero = pad_zero  # padding positions hold zeros (the model never reads them): `compute_features`
         self.stores: dict[str, FeatureStore] = {}
         # the normalisation is fitted on the first NORM_ROWS rows the run draws: a run of 500 steps reads them anyway
         # (no extra features), and they do not depend on the run's length or on what the cache already holds
@@ -243,24 +262,30 @@ class CorpusFeatures:
                 want = torch.cat([want, self.norm_rows])
             content = None if torch.is_tensor(split.ids) else f"{corpus.fingerprint}-{name}"
             key = feature_key(lm_hash, lm.layer, split.ids, split.mask, content,
-                              "bf16" if native_bf16(device) else "fp32")
+                              "bf16" if native_bf16(device) else "fp32", pad_zero)
             self.stores[name] = cached_features(
-                lm, split.ids, split.mask, root, key, str(device), {"split": name, "corpus": data_cfg.corpus}, want)
+                lm, split.ids, split.mask, root, key, str(device), {"split": name, "corpus": data_cfg.corpus}, want,
+                pad_zero)
 
     def raw(self, split: str, idx: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, L, D] float32 raw features of rows `idx` (whose ids/mask, on the device, are given)."""
         if split not in self.stores:
-            return self.lm.raw_features(ids, mask)
+            return self._run(ids, mask)
         store = self.stores[split]
         missing = ~store.held[idx]
         if missing.any():  # rows the run did not announce: computed now, through fp16 like the cached ones
             pos = missing.nonzero().squeeze(1)
             with torch.no_grad():
-                h = self.lm.raw_features(ids[pos.to(ids.device)], mask[pos.to(ids.device)])
+                h = self._run(ids[pos.to(ids.device)], mask[pos.to(ids.device)])
             new, inv = torch.unique(idx[pos], return_inverse=True)  # a batch may name a row twice: held once
             first = torch.full((len(new),), len(pos)).scatter_reduce(0, inv, torch.arange(len(pos)), "amin")
             store.add(new, h[first.to(h.device)])
         return store.get(idx).to(ids.device).float()
+
+    def _run(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The LM's raw features of one batch, padding positions zeroed under `pad_zero` (as the cached rows')."""
+        h = self.lm.raw_features(ids, mask)
+        return h * mask.unsqueeze(-1).to(h.dtype) if self.pad_zero else h
 
     def normalisation_sample(self, corpus, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw features, mask) of up to 4096 cached (or 1024 computed) training passages the run draws first."""
@@ -269,5 +294,6 @@ class CorpusFeatures:
             sample = self.stores["train"].get(rows)
         else:
             rows = rows[:1024]
-            sample = compute_features(self.lm, corpus.train.ids[rows], corpus.train.mask[rows], device=str(device))
+            sample = compute_features(self.lm, corpus.train.ids[rows], corpus.train.mask[rows], device=str(device),
+                                      pad_zero=self.pad_zero)
         return sample.float().to(device), corpus.train.mask[rows].to(device)

@@ -192,9 +192,17 @@ class LDLM(Algorithm):
             specials = [i for i in (self.tokenizer.pad_token_id, self.tokenizer.cls_token_id,
                                     self.tokenizer.sep_token_id) if i is not None]
             self.readout.set_vocab(torch.unique(corpus.train.ids), always=tuple(specials))
-        self.features = CorpusFeatures(self.frozen, corpus, self.cfg.data, device, rows)
+        self.features = CorpusFeatures(self.frozen, corpus, self.cfg.data, device, rows,
+                                       pad_zero=not self.reads_padding_states())
         # per-dimension normalisation of the features, fitted on the training split (saved with the model)
         self.frozen.fit_normalisation(*self.features.normalisation_sample(corpus, device))
+
+    def reads_padding_states(self) -> bool:
+        """Whether the frozen LM's states at padding positions reach the model. The encoder masks them, the
+        decoder's losses and the readout score real positions only, and a causal token decoder's real positions
+        attend only to earlier ones; a bidirectional token decoder (plain or masked) attends to all of them.
+        Where they are not read, the feature pass skips them (`features.compute_features`, `pad_zero`)."""
+        return self.tok_decoder.layers > 0 and not self.tok_decoder.causal
 
     def get_batch(self, split, idx, device):
         batch = super().get_batch(split, idx, device)

@@ -39,6 +39,9 @@ class TEncDM(LDLM):
     def build_decoder(self, m, L: int, D: int) -> nn.Module:
         return Identity()
 
+    def reads_padding_states(self) -> bool:
+        return True  # the latents are the states at every position, padding included
+
     def latent_shape(self) -> tuple[int, int]:
         return self.cfg.data.seq_len, self.frozen.hidden  # the LM's own states: L positions of width D
 
