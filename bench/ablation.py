@@ -1,6 +1,6 @@
 """The recipe ablation: LDLM trained with the same budget and seed, one recipe component at a time.
 
-    .venv/bin/python bench/ablation.py                                # configs/tiny.yaml, its 500 steps
+    .venv/bin/python bench/ablation.py                                # configs/tiny.yaml, its steps
     .venv/bin/python bench/ablation.py --steps 400 --only full,naive  # a smaller budget, a subset
     .venv/bin/python bench/ablation.py --quick                        # smoke test on configs/micro.yaml
     .venv/bin/python bench/ablation.py --suite paper                  # the paper's recipe against the old defaults

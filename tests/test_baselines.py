@@ -50,6 +50,11 @@ def test_tiny_configs_match_ldlm_budget(root, tok):
         n = count_params(build(load_config(path), tok))
         assert n == stated_params(path), (algo, n)
         assert abs(n / LDLM_TINY_PARAMS - 1) < 0.10
+    # the same training budget as the demo's LDLM: steps and batch (tiny-tencdm too)
+    tiny = load_config(os.path.join(root, "configs", "tiny.yaml")).train
+    for name in ("ar", "mdlm", "ar-nonemb", "mdlm-nonemb", "tencdm"):
+        tc = load_config(os.path.join(root, "configs", f"tiny-{name}.yaml")).train
+        assert (tc.steps, tc.batch_size, tc.grad_accum) == (tiny.steps, tiny.batch_size, tiny.grad_accum), name
 
 
 def stated_count(path: str, what: str) -> int:
