@@ -69,20 +69,25 @@ def compute_features(lm: FrozenLM, ids: torch.Tensor, mask: torch.Tensor, batch_
 
     n, L = ids.shape
     out = (torch.zeros if pad_zero else torch.empty)(n, L, lm.hidden, dtype=torch.float16)
-    ends = torch.where(mask.bool(), torch.arange(1, L + 1), 0).amax(1) if n else torch.zeros(0, dtype=torch.long)
-    order = torch.argsort(ends, stable=True) if pad_zero else torch.arange(n)
+    # the positions each row is run over: up to its last real token under pad_zero, else all; shortest first
+    ends = torch.where(mask.bool(), torch.arange(1, L + 1), 0).amax(1) if pad_zero else torch.full((n,), L)
+    order = torch.argsort(ends, stable=True)
     use_bf16 = native_bf16(device)  # a CPU without AMX runs bf16 slower than fp32, up to ~50x (precision.py)
     for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False,
                   disable=os.environ.get("LDLM_QUIET") == "1"):
         rows = order[i: i + batch_size]
-        width = max(1, int(ends[rows].max())) if pad_zero else L
+        width = max(1, int(ends[rows].max()))
         x, m = ids[rows, :width].to(device), mask[rows, :width].to(device)
         with autocast(device, use_bf16):
-            h = lm.raw_features(x, m)
-        if pad_zero:
-            h = h * m.unsqueeze(-1).to(h.dtype)
+            h = lm_states(lm, x, m, pad_zero)
         out[rows, :width] = h.to("cpu", torch.float16)
     return out
+
+
+def lm_states(lm: FrozenLM, ids: torch.Tensor, mask: torch.Tensor, pad_zero: bool = False) -> torch.Tensor:
+    """The frozen LM's raw states of one batch; under `pad_zero` its padding positions hold zeros."""
+    h = lm.raw_features(ids, mask)
+    return h * mask.unsqueeze(-1).to(h.dtype) if pad_zero else h
 
 
 class FeatureStore:
@@ -270,22 +275,17 @@ class CorpusFeatures:
     def raw(self, split: str, idx: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, L, D] float32 raw features of rows `idx` (whose ids/mask, on the device, are given)."""
         if split not in self.stores:
-            return self._run(ids, mask)
+            return lm_states(self.lm, ids, mask, self.pad_zero)
         store = self.stores[split]
         missing = ~store.held[idx]
         if missing.any():  # rows the run did not announce: computed now, through fp16 like the cached ones
             pos = missing.nonzero().squeeze(1)
             with torch.no_grad():
-                h = self._run(ids[pos.to(ids.device)], mask[pos.to(ids.device)])
+                h = lm_states(self.lm, ids[pos.to(ids.device)], mask[pos.to(ids.device)], self.pad_zero)
             new, inv = torch.unique(idx[pos], return_inverse=True)  # a batch may name a row twice: held once
             first = torch.full((len(new),), len(pos)).scatter_reduce(0, inv, torch.arange(len(pos)), "amin")
             store.add(new, h[first.to(h.device)])
         return store.get(idx).to(ids.device).float()
-
-    def _run(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The LM's raw features of one batch, padding positions zeroed under `pad_zero` (as the cached rows')."""
-        h = self.lm.raw_features(ids, mask)
-        return h * mask.unsqueeze(-1).to(h.dtype) if self.pad_zero else h
 
     def normalisation_sample(self, corpus, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw features, mask) of up to 4096 cached (or 1024 computed) training passages the run draws first."""
